@@ -1,0 +1,129 @@
+# The mesh between edges and owners: the requests an edge forwards to the owner of a
+# conversation's shard, the replies, the deliveries the owner fans out back to edges,
+# and the RPC interfaces that carry them. The Rust views are in `src/mesh.rs`;
+# `src/mesh_codec.rs` maps between the two.
+#
+# Versioning: the bootstrap capability of an owner is `Owner`. An edge first calls
+# `Owner.open` with the mesh protocol version it speaks and gets back the capability for
+# that version. An owner that does not speak the version fails the call with a message
+# that names both versions. A later incompatible version adds a new interface and a new
+# `open` method, so old edges keep working during a rolling upgrade.
+
+@0xc669359ab48e3252;
+
+using Frames = import "frames.capnp";
+
+const meshProtocolVersion :UInt16 = 1;
+
+struct SendRequest {
+  sender @0 :Text;
+  deviceId @1 :Text;
+  conversationId @2 :UInt64;
+  clientMsgId @3 :Text;
+  body @4 :Text;
+  directPeer :union {
+    none @5 :Void;
+    user @6 :Text;
+  }
+  messageId @7 :UInt64;
+  hlc @8 :UInt64;
+  serverTimeMs @9 :UInt64;
+}
+
+struct Stamp {
+  messageId @0 :UInt64;
+  hlc @1 :UInt64;
+  serverTimeMs @2 :UInt64;
+}
+
+struct OwnerRequest {
+  union {
+    send @0 :SendRequest;
+    history :group {
+      user @1 :Text;
+      request @2 :Frames.HistoryRequest;
+    }
+    createGroup :group {
+      user @3 :Text;
+      request @4 :Frames.CreateGroup;
+      conversationId @5 :UInt64;
+      stamp @6 :Stamp;
+    }
+    addMembers :group {
+      user @7 :Text;
+      request @8 :Frames.MembersChange;
+      stamp @9 :Stamp;
+    }
+    removeMembers :group {
+      user @10 :Text;
+      request @11 :Frames.MembersChange;
+      stamp @12 :Stamp;
+    }
+    leave :group {
+      user @13 :Text;
+      request @14 :Frames.Leave;
+      stamp @15 :Stamp;
+    }
+    listConversations :group {
+      user @16 :Text;
+    }
+  }
+}
+
+struct OwnerReply {
+  union {
+    sendAck @0 :Frames.SendAck;
+    historyPage @1 :Frames.HistoryPage;
+    conversation @2 :Frames.ConversationInfo;
+    conversations @3 :List(Frames.ConversationInfo);
+  }
+}
+
+struct Rejection {
+  # A request the owner did not carry out.
+  code @0 :UInt16;
+  # A number from the error code table in `src/error.rs`.
+  message @1 :Text;
+  retryAfterMs @2 :UInt32;
+}
+
+struct CallResult {
+  union {
+    reply @0 :OwnerReply;
+    rejection @1 :Rejection;
+  }
+}
+
+struct Delivery {
+  message @0 :Frames.Message;
+  recipients @1 :List(Text);
+  originDevice @2 :Text;
+}
+
+interface Owner {
+  # Bootstrap capability of an owner node.
+
+  open @0 (version :UInt16) -> (owner :OwnerV1);
+  # Returns the version 1 interface. Fails when `version` is not `meshProtocolVersion`.
+}
+
+interface OwnerV1 {
+  call @0 (request :OwnerRequest) -> (result :CallResult);
+  # Carries out one request. A rejection by the owner is a `CallResult.rejection`, not
+  # an RPC error; an RPC error means the mesh itself failed.
+
+  attachEdge @1 (edgeId :Text, sink :EdgeSink) -> ();
+  # Registers an edge for fan-out. The owner pushes deliveries to `sink` until a
+  # `deliver` call fails or the connection closes. A later attach with the same edge id
+  # replaces this one.
+}
+
+interface EdgeSink {
+  deliver @0 (batch :List(Delivery)) -> ();
+  # Takes a batch of deliveries in commit order. The reply comes once the edge has queued
+  # them, which bounds how far the owner runs ahead of a slow edge.
+
+  detached @1 (reason :Text) -> ();
+  # Tells the edge that the owner closed its subscription, for example because its queue
+  # overflowed. The edge calls `attachEdge` again and catches up from history.
+}

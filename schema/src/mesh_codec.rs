@@ -1,0 +1,281 @@
+//! Mapping between the mesh types of [`crate::mesh`] and the structs of `capnp/mesh.capnp`.
+//!
+//! The relay uses these to fill and read RPC parameters and results. Readers return
+//! `capnp::Error`, so an RPC method can pass a malformed message straight back to its
+//! caller. Nothing here panics on bad input.
+
+use capnp::struct_list;
+
+use crate::codec::{
+    list_len, read_conversation, read_conversations, read_create_group, read_history_page,
+    read_history_request, read_leave, read_members_change, read_message, read_send_ack, read_text,
+    read_texts, write_conversation, write_conversations, write_create_group, write_history_page,
+    write_history_request, write_leave, write_members_change, write_message, write_send_ack,
+    write_texts,
+};
+use crate::error::{ErrorCode, Rejection};
+use crate::generated::mesh_capnp as wire;
+use crate::mesh::{Delivery, OwnerReply, OwnerRequest, SendRequest, Stamp};
+
+/// The mesh protocol version this build speaks, passed to `Owner.open`.
+pub const MESH_PROTOCOL_VERSION: u16 = wire::MESH_PROTOCOL_VERSION;
+
+/// Writes a request into a `mesh.capnp` `OwnerRequest`.
+pub fn write_owner_request(out: wire::owner_request::Builder<'_>, request: &OwnerRequest) {
+    match request {
+        OwnerRequest::Send(send) => write_send_request(out.init_send(), send),
+        OwnerRequest::History { user, request } => {
+            let mut group = out.init_history();
+            group.set_user(user.as_str());
+            write_history_request(group.init_request(), request);
+        }
+        OwnerRequest::CreateGroup {
+            user,
+            request,
+            conversation_id,
+            stamp,
+        } => {
+            let mut group = out.init_create_group();
+            group.set_user(user.as_str());
+            group.set_conversation_id(*conversation_id);
+            write_stamp(group.reborrow().init_stamp(), stamp);
+            write_create_group(group.init_request(), request);
+        }
+        OwnerRequest::AddMembers {
+            user,
+            request,
+            stamp,
+        } => {
+            let mut group = out.init_add_members();
+            group.set_user(user.as_str());
+            write_stamp(group.reborrow().init_stamp(), stamp);
+            write_members_change(group.init_request(), request);
+        }
+        OwnerRequest::RemoveMembers {
+            user,
+            request,
+            stamp,
+        } => {
+            let mut group = out.init_remove_members();
+            group.set_user(user.as_str());
+            write_stamp(group.reborrow().init_stamp(), stamp);
+            write_members_change(group.init_request(), request);
+        }
+        OwnerRequest::Leave {
+            user,
+            request,
+            stamp,
+        } => {
+            let mut group = out.init_leave();
+            group.set_user(user.as_str());
+            write_stamp(group.reborrow().init_stamp(), stamp);
+            write_leave(group.init_request(), request);
+        }
+        OwnerRequest::ListConversations { user } => {
+            out.init_list_conversations().set_user(user.as_str());
+        }
+    }
+}
+
+/// Reads a `mesh.capnp` `OwnerRequest`. An unknown request kind fails with an error
+/// that names its union tag.
+pub fn read_owner_request(request: wire::owner_request::Reader<'_>) -> capnp::Result<OwnerRequest> {
+    use wire::owner_request::Which;
+
+    let which = request.which().map_err(|capnp::NotInSchema(tag)| {
+        capnp::Error::failed(format!("unknown owner request kind {tag}"))
+    })?;
+    let request = match which {
+        Which::Send(send) => OwnerRequest::Send(read_send_request(send?)?),
+        Which::History(group) => OwnerRequest::History {
+            user: read_text(group.get_user())?,
+            request: read_history_request(group.get_request()?),
+        },
+        Which::CreateGroup(group) => OwnerRequest::CreateGroup {
+            user: read_text(group.get_user())?,
+            request: read_create_group(group.get_request()?)?,
+            conversation_id: group.get_conversation_id(),
+            stamp: read_stamp(group.get_stamp()?),
+        },
+        Which::AddMembers(group) => OwnerRequest::AddMembers {
+            user: read_text(group.get_user())?,
+            request: read_members_change(group.get_request()?)?,
+            stamp: read_stamp(group.get_stamp()?),
+        },
+        Which::RemoveMembers(group) => OwnerRequest::RemoveMembers {
+            user: read_text(group.get_user())?,
+            request: read_members_change(group.get_request()?)?,
+            stamp: read_stamp(group.get_stamp()?),
+        },
+        Which::Leave(group) => OwnerRequest::Leave {
+            user: read_text(group.get_user())?,
+            request: read_leave(group.get_request()?),
+            stamp: read_stamp(group.get_stamp()?),
+        },
+        Which::ListConversations(group) => OwnerRequest::ListConversations {
+            user: read_text(group.get_user())?,
+        },
+    };
+    Ok(request)
+}
+
+fn write_send_request(mut out: wire::send_request::Builder<'_>, send: &SendRequest) {
+    out.set_sender(send.sender.as_str());
+    out.set_device_id(send.device_id.as_str());
+    out.set_conversation_id(send.conversation_id);
+    out.set_client_msg_id(send.client_msg_id.as_str());
+    out.set_body(send.body.as_str());
+    out.set_message_id(send.message_id);
+    out.set_hlc(send.hlc);
+    out.set_server_time_ms(send.server_time_ms);
+    let mut peer = out.init_direct_peer();
+    match &send.direct_peer {
+        Some(user) => peer.set_user(user.as_str()),
+        None => peer.set_none(()),
+    }
+}
+
+fn read_send_request(send: wire::send_request::Reader<'_>) -> capnp::Result<SendRequest> {
+    use wire::send_request::direct_peer::Which;
+
+    let direct_peer = match send.get_direct_peer().which()? {
+        Which::None(()) => None,
+        Which::User(user) => Some(read_text(user)?),
+    };
+    Ok(SendRequest {
+        sender: read_text(send.get_sender())?,
+        device_id: read_text(send.get_device_id())?,
+        conversation_id: send.get_conversation_id(),
+        client_msg_id: read_text(send.get_client_msg_id())?,
+        body: read_text(send.get_body())?,
+        direct_peer,
+        message_id: send.get_message_id(),
+        hlc: send.get_hlc(),
+        server_time_ms: send.get_server_time_ms(),
+    })
+}
+
+fn write_stamp(mut out: wire::stamp::Builder<'_>, stamp: &Stamp) {
+    out.set_message_id(stamp.message_id);
+    out.set_hlc(stamp.hlc);
+    out.set_server_time_ms(stamp.server_time_ms);
+}
+
+fn read_stamp(stamp: wire::stamp::Reader<'_>) -> Stamp {
+    Stamp {
+        message_id: stamp.get_message_id(),
+        hlc: stamp.get_hlc(),
+        server_time_ms: stamp.get_server_time_ms(),
+    }
+}
+
+/// Writes a reply into a `mesh.capnp` `OwnerReply`.
+pub fn write_owner_reply(out: wire::owner_reply::Builder<'_>, reply: &OwnerReply) {
+    match reply {
+        OwnerReply::SendAck(ack) => write_send_ack(out.init_send_ack(), ack),
+        OwnerReply::HistoryPage(page) => write_history_page(out.init_history_page(), page),
+        OwnerReply::Conversation(info) => write_conversation(out.init_conversation(), info),
+        OwnerReply::Conversations(infos) => {
+            write_conversations(out.init_conversations(list_len(infos.len())), infos)
+        }
+    }
+}
+
+/// Reads a `mesh.capnp` `OwnerReply`.
+pub fn read_owner_reply(reply: wire::owner_reply::Reader<'_>) -> capnp::Result<OwnerReply> {
+    use wire::owner_reply::Which;
+
+    let which = reply.which().map_err(|capnp::NotInSchema(tag)| {
+        capnp::Error::failed(format!("unknown owner reply kind {tag}"))
+    })?;
+    let reply = match which {
+        Which::SendAck(ack) => OwnerReply::SendAck(read_send_ack(ack?)?),
+        Which::HistoryPage(page) => OwnerReply::HistoryPage(read_history_page(page?)?),
+        Which::Conversation(info) => OwnerReply::Conversation(read_conversation(info?)?),
+        Which::Conversations(infos) => OwnerReply::Conversations(read_conversations(infos?)?),
+    };
+    Ok(reply)
+}
+
+/// Writes a rejection as (code, message, retryAfterMs), the code as its error table number.
+pub fn write_rejection(mut out: wire::rejection::Builder<'_>, rejection: &Rejection) {
+    out.set_code(rejection.code.as_u16());
+    out.set_message(rejection.message.as_str());
+    out.set_retry_after_ms(rejection.retry_after_ms);
+}
+
+/// Reads a rejection. A code number this build does not know becomes `Internal`.
+pub fn read_rejection(rejection: wire::rejection::Reader<'_>) -> capnp::Result<Rejection> {
+    Ok(Rejection {
+        code: ErrorCode::from_u16(rejection.get_code()),
+        message: read_text(rejection.get_message())?,
+        retry_after_ms: rejection.get_retry_after_ms(),
+    })
+}
+
+/// Writes the outcome of an owner call: the reply or the rejection.
+pub fn write_call_result(
+    out: wire::call_result::Builder<'_>,
+    result: &Result<OwnerReply, Rejection>,
+) {
+    match result {
+        Ok(reply) => write_owner_reply(out.init_reply(), reply),
+        Err(rejection) => write_rejection(out.init_rejection(), rejection),
+    }
+}
+
+/// Reads the outcome of an owner call. The outer error means the message itself is
+/// malformed, and the inner one is the owner's rejection.
+pub fn read_call_result(
+    result: wire::call_result::Reader<'_>,
+) -> capnp::Result<Result<OwnerReply, Rejection>> {
+    use wire::call_result::Which;
+
+    let which = result.which().map_err(|capnp::NotInSchema(tag)| {
+        capnp::Error::failed(format!("unknown call result kind {tag}"))
+    })?;
+    match which {
+        Which::Reply(reply) => Ok(Ok(read_owner_reply(reply?)?)),
+        Which::Rejection(rejection) => Ok(Err(read_rejection(rejection?)?)),
+    }
+}
+
+/// Writes one delivery into a `mesh.capnp` `Delivery`.
+pub fn write_delivery(mut out: wire::delivery::Builder<'_>, delivery: &Delivery) {
+    out.set_origin_device(delivery.origin_device.as_str());
+    write_message(out.reborrow().init_message(), &delivery.message);
+    let recipients = out.init_recipients(list_len(delivery.recipients.len()));
+    write_texts(recipients, &delivery.recipients);
+}
+
+/// Reads one `mesh.capnp` `Delivery`.
+pub fn read_delivery(delivery: wire::delivery::Reader<'_>) -> capnp::Result<Delivery> {
+    Ok(Delivery {
+        message: read_message(delivery.get_message()?)?,
+        recipients: read_texts(delivery.get_recipients())?,
+        origin_device: read_text(delivery.get_origin_device())?,
+    })
+}
+
+/// Writes a batch of deliveries into a list that has room for exactly `deliveries.len()`.
+pub fn write_deliveries<'a, I>(
+    mut out: struct_list::Builder<'_, wire::delivery::Owned>,
+    deliveries: I,
+) where
+    I: IntoIterator<Item = &'a Delivery>,
+{
+    for (index, delivery) in deliveries.into_iter().enumerate() {
+        write_delivery(out.reborrow().get(index as u32), delivery);
+    }
+}
+
+/// Reads a batch of deliveries.
+pub fn read_deliveries(
+    deliveries: struct_list::Reader<'_, wire::delivery::Owned>,
+) -> capnp::Result<Vec<Delivery>> {
+    deliveries.iter().map(read_delivery).collect()
+}
+
+#[cfg(test)]
+#[path = "mesh_codec_tests.rs"]
+mod tests;
