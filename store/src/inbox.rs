@@ -1,0 +1,108 @@
+//! Inbox rows (`user_conversations`), kept in each user's home virtual shard.
+
+use std::collections::BTreeMap;
+
+use redb::ReadableTable;
+
+use crate::batch::{Batch, StoreResult};
+use crate::record::InboxRecord;
+
+/// A change to one user's inbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InboxOp {
+    /// The user joined: create the row, or keep its read position if it exists.
+    Join {
+        user: String,
+        conversation_id: u64,
+        last_seq: u64,
+    },
+    /// A message was committed: raise `last_seq` of an existing row. It never creates a
+    /// row, so a late advance cannot bring back the row of a removed member.
+    Advance {
+        user: String,
+        conversation_id: u64,
+        last_seq: u64,
+    },
+    /// The user left or was removed.
+    Remove { user: String, conversation_id: u64 },
+}
+
+impl InboxOp {
+    fn user(&self) -> &str {
+        match self {
+            InboxOp::Join { user, .. } | InboxOp::Advance { user, .. } => user,
+            InboxOp::Remove { user, .. } => user,
+        }
+    }
+}
+
+impl Batch<'_, '_> {
+    /// Applies the ops for users homed in this file and returns the others grouped by the
+    /// storage file that holds them.
+    pub(crate) fn route_inbox(
+        &mut self,
+        ops: Vec<InboxOp>,
+    ) -> StoreResult<Vec<(usize, Vec<InboxOp>)>> {
+        let mut remote: BTreeMap<usize, Vec<InboxOp>> = BTreeMap::new();
+        let mut local = Vec::new();
+        for op in ops {
+            let (_, file) = self.ctx.placement.user(op.user());
+            if file == self.ctx.file {
+                local.push(op);
+            } else {
+                remote.entry(file).or_default().push(op);
+            }
+        }
+        self.apply_local_inbox(&local)?;
+        Ok(remote.into_iter().collect())
+    }
+
+    /// Applies inbox ops whose users are homed in this writer's file.
+    pub(crate) fn apply_local_inbox(&mut self, ops: &[InboxOp]) -> StoreResult<()> {
+        for op in ops {
+            let (vshard, file) = self.ctx.placement.user(op.user());
+            debug_assert_eq!(file, self.ctx.file, "inbox op routed to the wrong file");
+            match op {
+                InboxOp::Join {
+                    user,
+                    conversation_id,
+                    last_seq,
+                } => {
+                    let key = (vshard, user.as_str(), *conversation_id);
+                    let mut row = self.inbox_row(key)?.unwrap_or_default();
+                    row.last_seq = row.last_seq.max(*last_seq);
+                    self.tables.inbox.insert(key, row.encode().as_slice())?;
+                }
+                InboxOp::Advance {
+                    user,
+                    conversation_id,
+                    last_seq,
+                } => {
+                    let key = (vshard, user.as_str(), *conversation_id);
+                    if let Some(mut row) = self.inbox_row(key)?
+                        && row.last_seq < *last_seq
+                    {
+                        row.last_seq = *last_seq;
+                        self.tables.inbox.insert(key, row.encode().as_slice())?;
+                    }
+                }
+                InboxOp::Remove {
+                    user,
+                    conversation_id,
+                } => {
+                    self.tables
+                        .inbox
+                        .remove((vshard, user.as_str(), *conversation_id))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn inbox_row(&self, key: (u16, &str, u64)) -> StoreResult<Option<InboxRecord>> {
+        match self.tables.inbox.get(key)? {
+            Some(bytes) => Ok(Some(InboxRecord::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The owner service: validates and commits requests, then fans out deliveries.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{TrySendError, sync_channel};
+use std::time::Duration;
+
+use redb::Database;
+use tidings_schema::frame::Limits;
+use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest};
+use tidings_schema::{ErrorCode, Rejection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::{OpOutcome, WriteOp, WriterContext};
+use crate::fanout::{EDGE_QUEUE_CAPACITY, Fanout};
+use crate::tables::USER_CONVERSATIONS;
+use crate::tables::{CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MESSAGES, Placement};
+use crate::writer::{BatchSettings, Command, Job, Writer, WriterHandle};
+use crate::{layout, read, validate};
+
+/// Shortest idempotency window the owner accepts: clients may retry for a day.
+pub const MIN_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a client waits before retrying when a writer's queue is full.
+const OVERLOADED_RETRY_AFTER_MS: u32 = 50;
+
+/// How long a client waits before retrying when the owner is shutting down.
+const SHUTDOWN_RETRY_AFTER_MS: u32 = 1_000;
+
+/// Settings of an owner node's storage.
+#[derive(Debug, Clone)]
+pub struct OwnerConfig {
+    /// Directory holding the storage shard files.
+    pub data_dir: PathBuf,
+    /// Number of redb files (storage shards); each has one writer. Fixed for the life of
+    /// a data directory.
+    pub storage_shards: u16,
+    /// Maximum number of requests committed in one transaction.
+    pub batch_max: usize,
+    /// How long a writer waits for more requests before it commits a batch.
+    pub batch_deadline: Duration,
+    /// How long idempotency keys are kept; at least [`MIN_IDEMPOTENCY_WINDOW`].
+    pub idempotency_window: Duration,
+    /// Message size and group size limits.
+    pub limits: Limits,
+}
+
+impl OwnerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        OwnerConfig {
+            data_dir,
+            storage_shards: 4,
+            batch_max: 1024,
+            batch_deadline: Duration::from_millis(2),
+            idempotency_window: Duration::from_secs(48 * 3600),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Error from opening an owner's storage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("failed to open storage shard {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("failed to access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory was created with storage_shards = {recorded} (see {path}), but \
+         storage_shards = {configured} is configured; set it back to {recorded}, because \
+         another count would look for rows in the wrong files"
+    )]
+    StorageShardsMismatch {
+        path: PathBuf,
+        recorded: u16,
+        configured: u16,
+    },
+    #[error(
+        "layout record {path} is missing or damaged, so the storage_shards count of this data \
+         directory is unknown; restore the file or use an empty directory"
+    )]
+    InvalidLayout { path: PathBuf },
+    #[error("invalid owner configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// An owner node's storage and fan-out.
+pub struct Owner {
+    config: OwnerConfig,
+    placement: Placement,
+    databases: Vec<Arc<Database>>,
+    writers: Vec<WriterHandle>,
+    fanout: Arc<Fanout>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Owner {
+    /// Opens (or creates) the storage shards and starts their writer threads. Must be
+    /// called inside a tokio runtime, because reads run on its blocking pool.
+    pub fn open(config: OwnerConfig) -> Result<Arc<Owner>, OpenError> {
+        check_config(&config)?;
+        layout::prepare(&config.data_dir, config.storage_shards)?;
+
+        let databases = (0..usize::from(config.storage_shards))
+            .map(|index| open_database(&config, index).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let placement = Placement::new(config.storage_shards);
+        let fanout = Arc::new(Fanout::new(EDGE_QUEUE_CAPACITY));
+        let commits = Arc::new(AtomicU64::new(0));
+        let settings = BatchSettings {
+            batch_max: config.batch_max,
+            batch_deadline: config.batch_deadline,
+        };
+
+        // NOTE: each queue holds a few batches, so a burst waits in memory while a writer
+        // that falls further behind rejects requests with a retryable Overloaded.
+        let queue_capacity = config.batch_max.saturating_mul(4).max(64);
+        let (senders, receivers): (Vec<_>, Vec<_>) = databases
+            .iter()
+            .map(|_| sync_channel(queue_capacity))
+            .unzip();
+        let peers: Arc<[_]> = senders.clone().into();
+
+        let mut writers = Vec::with_capacity(databases.len());
+        for (file, (receiver, sender)) in receivers.into_iter().zip(senders).enumerate() {
+            let writer = Writer {
+                ctx: WriterContext {
+                    file,
+                    placement,
+                    limits: config.limits,
+                    idempotency_window_ms: config.idempotency_window.as_millis() as u64,
+                },
+                settings,
+                db: Arc::clone(&databases[file]),
+                queue: receiver,
+                peers: Arc::clone(&peers),
+                fanout: Arc::clone(&fanout),
+                commits: Arc::clone(&commits),
+            };
+            let handle = writer.spawn(sender).map_err(|source| OpenError::Io {
+                path: layout::shard_path(&config.data_dir, file),
+                source,
+            })?;
+            writers.push(handle);
+        }
+
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            storage_shards = config.storage_shards,
+            "owner storage opened"
+        );
+        Ok(Arc::new(Owner {
+            config,
+            placement,
+            databases,
+            writers,
+            fanout,
+            commits,
+        }))
+    }
+
+    /// Carries out one request. Replies to writes only after their commit is durable.
+    ///
+    /// Cancellation: dropping the future after a write was queued does not withdraw it;
+    /// it may still commit and fan out.
+    pub async fn call(&self, request: OwnerRequest) -> Result<OwnerReply, Rejection> {
+        match request {
+            OwnerRequest::History { user, request } => {
+                let db = Arc::clone(self.database_of_conversation(request.conversation_id));
+                let placement = self.placement;
+                let page =
+                    run_blocking(move || read::history(&db, placement, &user, &request)).await??;
+                Ok(OwnerReply::HistoryPage(page))
+            }
+            OwnerRequest::ListConversations { user } => {
+                let databases = self.databases.clone();
+                let placement = self.placement;
+                let list = run_blocking(move || {
+                    read::list_conversations(&databases, placement, &user).map(Ok)
+                })
+                .await??;
+                Ok(OwnerReply::Conversations(list))
+            }
+            write => self.write(write).await,
+        }
+    }
+
+    /// Registers an edge for fan-out and returns the queue of its deliveries. An edge that
+    /// attaches again with the same id replaces (and closes) its previous queue.
+    pub fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>> {
+        self.fanout.attach(edge_id)
+    }
+
+    /// Returns the number of durable commits so far, across all storage files.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Returns the configuration the owner was opened with.
+    pub fn config(&self) -> &OwnerConfig {
+        &self.config
+    }
+
+    /// Commits the queued writes, then stops the writer threads; later writes are rejected
+    /// with `ShuttingDown`. Blocks the calling thread until the last batch is committed.
+    /// The files close when the last `Arc<Owner>` is dropped.
+    pub fn shutdown(&self) {
+        for writer in &self.writers {
+            writer.stop();
+        }
+    }
+
+    async fn write(&self, request: OwnerRequest) -> Result<OwnerReply, Rejection> {
+        let conversation_id = self.check_write(&request)?;
+        let (_, file) = self.placement.conversation(conversation_id);
+        let outcome = self.submit(file, WriteOp::Owner(request)).await?;
+
+        // NOTE: the membership change is durable before these inbox rows; a crash between
+        // the two commits leaves the conversation out of ListConversations for the users
+        // whose rows were not written.
+        for (file, ops) in outcome.remote_inbox {
+            self.submit(file, WriteOp::Inbox(ops)).await?;
+        }
+        Ok(outcome.reply)
+    }
+
+    /// Runs the checks that need no stored state; returns the conversation to route to.
+    fn check_write(&self, request: &OwnerRequest) -> Result<u64, Rejection> {
+        let limits = &self.config.limits;
+        match request {
+            OwnerRequest::Send(send) => {
+                validate::check_send(send, limits)?;
+                Ok(send.conversation_id)
+            }
+            OwnerRequest::CreateGroup {
+                user,
+                request,
+                conversation_id,
+                ..
+            } => {
+                validate::check_create_group(user, &request.name, &request.members, limits)?;
+                Ok(*conversation_id)
+            }
+            OwnerRequest::AddMembers { user, request, .. }
+            | OwnerRequest::RemoveMembers { user, request, .. } => {
+                validate::check_user("user", user)?;
+                validate::check_user_list(&request.users, "")?;
+                Ok(request.conversation_id)
+            }
+            OwnerRequest::Leave { user, request, .. } => {
+                validate::check_user("user", user)?;
+                Ok(request.conversation_id)
+            }
+            OwnerRequest::History { .. } | OwnerRequest::ListConversations { .. } => {
+                Err(Rejection::internal("read request routed to the write path"))
+            }
+        }
+    }
+
+    /// Queues `op` on the writer of `file` and waits for its commit.
+    async fn submit(&self, file: usize, op: WriteOp) -> Result<OpOutcome, Rejection> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            op,
+            reply: Some(reply),
+        };
+        match self.writers[file].queue.try_send(Command::Job(job)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Rejection::retry(
+                    ErrorCode::Overloaded,
+                    format!("storage writer {file} has a full queue; retry after a pause"),
+                    OVERLOADED_RETRY_AFTER_MS,
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(shutting_down()),
+        }
+        outcome.await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+
+    fn database_of_conversation(&self, conversation_id: u64) -> &Arc<Database> {
+        let (_, file) = self.placement.conversation(conversation_id);
+        &self.databases[file]
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn shutting_down() -> Rejection {
+    Rejection::retry(
+        ErrorCode::ShuttingDown,
+        "the owner is shutting down; retry on another node",
+        SHUTDOWN_RETRY_AFTER_MS,
+    )
+}
+
+fn check_config(config: &OwnerConfig) -> Result<(), OpenError> {
+    if config.storage_shards == 0 {
+        return Err(OpenError::InvalidConfig(
+            "storage_shards must be at least 1".into(),
+        ));
+    }
+    if config.batch_max == 0 {
+        return Err(OpenError::InvalidConfig(
+            "batch_max must be at least 1".into(),
+        ));
+    }
+    if config.idempotency_window < MIN_IDEMPOTENCY_WINDOW {
+        return Err(OpenError::InvalidConfig(format!(
+            "idempotency_window is {:?}; it must be at least {:?} so that client retries \
+             within a day are recognised",
+            config.idempotency_window, MIN_IDEMPOTENCY_WINDOW
+        )));
+    }
+    Ok(())
+}
+
+/// Opens one storage file and creates its tables, so read transactions find them.
+fn open_database(config: &OwnerConfig, index: usize) -> Result<Database, OpenError> {
+    let path = layout::shard_path(&config.data_dir, index);
+    let database_error = |source: redb::Error| OpenError::Database {
+        path: path.clone(),
+        source: Box::new(source),
+    };
+    let db = Database::create(&path).map_err(|error| database_error(error.into()))?;
+
+    let txn = db
+        .begin_write()
+        .map_err(|error| database_error(error.into()))?;
+    {
+        let open = |result: Result<(), redb::TableError>| result.map_err(redb::Error::from);
+        open(txn.open_table(MESSAGES).map(drop)).map_err(database_error)?;
+        open(txn.open_table(IDEMPOTENCY).map(drop)).map_err(database_error)?;
+        open(txn.open_table(IDEMPOTENCY_EXPIRY).map(drop)).map_err(database_error)?;
+        open(txn.open_table(CONVERSATIONS).map(drop)).map_err(database_error)?;
+        open(txn.open_table(USER_CONVERSATIONS).map(drop)).map_err(database_error)?;
+    }
+    txn.commit().map_err(|error| database_error(error.into()))?;
+    Ok(db)
+}
+
+/// Runs a read on tokio's blocking pool and maps storage failures to rejections.
+async fn run_blocking<T, F>(read: F) -> Result<Result<T, Rejection>, Rejection>
+where
+    F: FnOnce() -> crate::batch::StoreResult<Result<T, Rejection>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "storage read failed");
+            Err(Rejection::retry(
+                ErrorCode::StorageFailed,
+                format!("storage read failed: {error}"),
+                OVERLOADED_RETRY_AFTER_MS,
+            ))
+        }
+        Err(join_error) => Err(Rejection::internal(format!(
+            "storage read task failed: {join_error}"
+        ))),
+    }
+}

@@ -1,0 +1,106 @@
+//! Read-only requests: history pages and the conversation list. They run in read
+//! transactions, which see every committed batch and never wait for a writer.
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tidings_schema::Rejection;
+use tidings_schema::frame::{ConversationInfo, HistoryPage, HistoryRequest};
+
+use crate::batch::{StoreResult, not_member, read_conversation, unknown_conversation};
+use crate::record::MessageRecord;
+use crate::tables::{CONVERSATIONS, MESSAGES, Placement, USER_CONVERSATIONS};
+
+/// Number of messages in a history page when the request asks for 0.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+/// Maximum number of messages in one history page.
+pub const MAX_HISTORY_LIMIT: u32 = 200;
+
+/// Reads one page of history, newest first, never below the member's `joined_seq`.
+pub(crate) fn history(
+    db: &Database,
+    placement: Placement,
+    user: &str,
+    request: &HistoryRequest,
+) -> StoreResult<Result<HistoryPage, Rejection>> {
+    let conversation_id = request.conversation_id;
+    let txn = db.begin_read()?;
+    let conversations = txn.open_table(CONVERSATIONS)?;
+    let Some(record) = read_conversation(&conversations, placement, conversation_id)? else {
+        return Ok(Err(unknown_conversation(conversation_id)));
+    };
+    let Some(member) = record.member(user) else {
+        return Ok(Err(not_member(user, conversation_id)));
+    };
+
+    let limit = match request.limit {
+        0 => DEFAULT_HISTORY_LIMIT,
+        limit => limit.min(MAX_HISTORY_LIMIT),
+    } as usize;
+    let floor = member.joined_seq.max(1);
+    let below = match request.before_seq {
+        0 => u64::MAX,
+        before => before,
+    };
+
+    let (vshard, _) = placement.conversation(conversation_id);
+    let messages_table = txn.open_table(MESSAGES)?;
+    let mut messages = Vec::with_capacity(limit);
+    if below > floor {
+        let range = (vshard, conversation_id, floor)..(vshard, conversation_id, below);
+        for entry in messages_table.range(range)?.rev().take(limit) {
+            let (key, value) = entry?;
+            let (_, _, seq) = key.value();
+            let record = MessageRecord::decode(value.value())?;
+            messages.push(record.into_message(conversation_id, seq));
+        }
+    }
+
+    // Seqs are gapless, so a page that ends above the floor has older messages.
+    let next_before_seq = match messages.last() {
+        Some(oldest) if messages.len() == limit && oldest.seq > floor => oldest.seq,
+        _ => 0,
+    };
+    Ok(Ok(HistoryPage {
+        request_id: request.request_id,
+        conversation_id,
+        messages,
+        next_before_seq,
+    }))
+}
+
+/// Lists the user's conversations from their inbox, with each conversation's current row.
+pub(crate) fn list_conversations(
+    databases: &[std::sync::Arc<Database>],
+    placement: Placement,
+    user: &str,
+) -> StoreResult<Vec<ConversationInfo>> {
+    let (home_vshard, home_file) = placement.user(user);
+    let txn = databases[home_file].begin_read()?;
+    let inbox = txn.open_table(USER_CONVERSATIONS)?;
+    let mut conversation_ids = Vec::new();
+    for entry in inbox.range((home_vshard, user, 0)..=(home_vshard, user, u64::MAX))? {
+        let (key, _) = entry?;
+        conversation_ids.push(key.value().2);
+    }
+
+    let mut conversations = Vec::with_capacity(conversation_ids.len());
+    for conversation_id in conversation_ids {
+        let (_, file) = placement.conversation(conversation_id);
+        let txn = databases[file].begin_read()?;
+        let table = txn.open_table(CONVERSATIONS)?;
+        let Some(record) = read_conversation(&table, placement, conversation_id)? else {
+            tracing::warn!(
+                user,
+                conversation_id,
+                "inbox row names a missing conversation"
+            );
+            continue;
+        };
+        // NOTE: an inbox row can outlive a membership briefly when the commit that removed
+        // the user succeeded but the inbox write in another file has not yet.
+        if record.member(user).is_some() {
+            conversations.push(record.info(conversation_id));
+        }
+    }
+    Ok(conversations)
+}
