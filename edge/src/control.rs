@@ -1,0 +1,193 @@
+//! The control stream after `Welcome`: requests with a `request_id`. Replies go out in
+//! any order through the stream's one writer.
+
+use std::sync::Arc;
+
+use quinn::RecvStream;
+use rand::Rng;
+use tidings_relay::OwnerHandle;
+use tidings_schema::codec::{self, ReadError};
+use tidings_schema::error::{ErrorCode, Rejection};
+use tidings_schema::frame::{ConversationList, ConversationReply, ErrorFrame, Frame};
+use tidings_schema::mesh::{OwnerReply, OwnerRequest};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, debug_span, trace};
+
+use crate::session::{Session, error_frame};
+use crate::writer::FrameSink;
+
+/// Requests of one session handled at once; reading pauses above it.
+const MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// The outcome of a control stream.
+#[derive(Debug)]
+pub enum ControlEnd {
+    /// The client finished its side of the stream.
+    Finished,
+    /// The client broke the protocol; the `Error` frame is queued and the connection must
+    /// be closed with `ProtocolViolation`.
+    Violation,
+    /// The stream or connection failed.
+    Lost,
+}
+
+/// Reads requests until the stream ends or the client breaks the protocol.
+pub async fn run_control(
+    mut recv: RecvStream,
+    sink: FrameSink,
+    session: Arc<Session>,
+) -> ControlEnd {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    loop {
+        let frame = match codec::read_frame(&mut recv, session.max_frame_bytes()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return ControlEnd::Finished,
+            Err(ReadError::Decode(error)) => {
+                return violation(&sink, &session, error.code(), error.to_string()).await;
+            }
+            Err(ReadError::Truncated) => {
+                let reason = "control stream ended inside a frame";
+                return violation(&sink, &session, ErrorCode::MalformedFrame, reason).await;
+            }
+            Err(error) => {
+                debug!(%error, "control stream read failed");
+                return ControlEnd::Lost;
+            }
+        };
+        let kind = frame.kind();
+        trace!(kind, "control frame");
+
+        let Some((request_id, request)) = to_request(&session, frame) else {
+            let reason = format!("{kind} is not allowed on the control stream after Welcome");
+            return violation(&sink, &session, ErrorCode::UnknownFrame, reason).await;
+        };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return ControlEnd::Lost;
+        };
+        let span = debug_span!("request", request_id, kind);
+        let owner = route(&session, &request).clone();
+        let sink = sink.clone();
+        tokio::spawn(
+            async move {
+                let reply = match owner.call(request).await {
+                    Ok(reply) => reply_frame(request_id, reply),
+                    Err(rejection) => Frame::Error(request_error(request_id, &rejection)),
+                };
+                let _ = sink.send(&reply).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn violation(
+    sink: &FrameSink,
+    session: &Session,
+    code: ErrorCode,
+    reason: impl Into<String>,
+) -> ControlEnd {
+    let reason = reason.into();
+    debug!(conn_id = session.conn_id, user = %session.user, %code, %reason, "protocol violation on control stream");
+    let _ = sink.send(&Frame::Error(error_frame(code, reason))).await;
+    ControlEnd::Violation
+}
+
+/// Maps a control frame to its owner request, with the stamps the edge adds.
+fn to_request(session: &Session, frame: Frame) -> Option<(u64, OwnerRequest)> {
+    let user = session.user.clone();
+    let stamp = || session.edge.stamper.stamp();
+    let mapped = match frame {
+        Frame::HistoryRequest(request) => {
+            (request.request_id, OwnerRequest::History { user, request })
+        }
+        Frame::CreateGroup(request) => {
+            // Group ids are random and never 0, which means "no conversation" on the wire.
+            let conversation_id = rand::rng().random_range(1..=u64::MAX);
+            let request_id = request.request_id;
+            let request = OwnerRequest::CreateGroup {
+                user,
+                request,
+                conversation_id,
+                stamp: stamp(),
+            };
+            (request_id, request)
+        }
+        Frame::AddMembers(request) => (
+            request.request_id,
+            OwnerRequest::AddMembers {
+                user,
+                request,
+                stamp: stamp(),
+            },
+        ),
+        Frame::RemoveMembers(request) => (
+            request.request_id,
+            OwnerRequest::RemoveMembers {
+                user,
+                request,
+                stamp: stamp(),
+            },
+        ),
+        Frame::Leave(request) => (
+            request.request_id,
+            OwnerRequest::Leave {
+                user,
+                request,
+                stamp: stamp(),
+            },
+        ),
+        Frame::ListConversations(request) => {
+            (request.request_id, OwnerRequest::ListConversations { user })
+        }
+        _ => return None,
+    };
+    Some(mapped)
+}
+
+/// Returns the owner a request goes to: the conversation's owner, or the user's home
+/// owner for the inbox listing.
+fn route<'a>(session: &'a Session, request: &OwnerRequest) -> &'a OwnerHandle {
+    let router = &session.edge.router;
+    match request {
+        OwnerRequest::History { request, .. } => router.for_conversation(request.conversation_id),
+        OwnerRequest::CreateGroup {
+            conversation_id, ..
+        } => router.for_conversation(*conversation_id),
+        OwnerRequest::AddMembers { request, .. } | OwnerRequest::RemoveMembers { request, .. } => {
+            router.for_conversation(request.conversation_id)
+        }
+        OwnerRequest::Leave { request, .. } => router.for_conversation(request.conversation_id),
+        OwnerRequest::ListConversations { user } => router.for_user(user),
+        OwnerRequest::Send(send) => router.for_conversation(send.conversation_id),
+    }
+}
+
+fn reply_frame(request_id: u64, reply: OwnerReply) -> Frame {
+    match reply {
+        OwnerReply::HistoryPage(mut page) => {
+            page.request_id = request_id;
+            Frame::HistoryPage(page)
+        }
+        OwnerReply::Conversation(conversation) => Frame::ConversationReply(ConversationReply {
+            request_id,
+            conversation,
+        }),
+        OwnerReply::Conversations(conversations) => Frame::ConversationList(ConversationList {
+            request_id,
+            conversations,
+        }),
+        OwnerReply::SendAck(_) => {
+            let rejection =
+                Rejection::internal("the owner answered a control request with a SendAck");
+            Frame::Error(request_error(request_id, &rejection))
+        }
+    }
+}
+
+fn request_error(request_id: u64, rejection: &Rejection) -> ErrorFrame {
+    ErrorFrame {
+        request_id,
+        ..ErrorFrame::from_rejection(rejection)
+    }
+}

@@ -1,0 +1,236 @@
+//! A session's delivery streams: server-opened bidirectional streams, one per
+//! conversation, opened on the first delivery and carrying `Deliver` frames in `seq` order.
+//!
+//! The client writes `DeliveryAck` frames back on the same stream; the edge records the
+//! highest acknowledged `seq` per conversation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::{Connection, RecvStream, VarInt};
+use tidings_schema::codec::{self, ReadError};
+use tidings_schema::error::{CloseCode, ErrorCode};
+use tidings_schema::frame::{ErrorFrame, Frame};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span, trace};
+
+use crate::registry::EncodedDelivery;
+use crate::writer::{FrameSink, WeakFrameSink};
+
+/// Frames queued per delivery stream before the session's dispatcher waits.
+const STREAM_QUEUE: usize = 256;
+
+/// Settings of a session's delivery streams.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryConfig {
+    /// Maximum number of delivery streams open at once; the least recently used one is
+    /// finished to make room.
+    pub max_streams: usize,
+    /// A stream with nothing to send for this long is finished.
+    pub idle_timeout: Duration,
+    pub max_frame_bytes: u32,
+}
+
+/// Highest acknowledged `seq` per conversation, written by the ack readers.
+pub type AckCursors = Arc<Mutex<HashMap<u64, u64>>>;
+
+struct OpenStream {
+    sink: FrameSink,
+    last_used: Instant,
+    /// Stops the ack reader with the given code when the stream is closed by the edge.
+    stop_reader: oneshot::Sender<CloseCode>,
+}
+
+/// Delivers queued messages on the session's delivery streams until the queue closes,
+/// the connection is lost, or `cancel` fires.
+pub async fn run_delivery_streams(
+    connection: Connection,
+    mut queue: mpsc::Receiver<Arc<EncodedDelivery>>,
+    config: DeliveryConfig,
+    cursors: AckCursors,
+    cancel: CancellationToken,
+) {
+    let mut streams: HashMap<u64, OpenStream> = HashMap::new();
+    let sweep_period = (config.idle_timeout / 4).max(Duration::from_millis(100));
+    let mut sweep = tokio::time::interval(sweep_period);
+
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = sweep.tick() => close_idle(&mut streams, config.idle_timeout, Instant::now()),
+            delivery = queue.recv() => {
+                let Some(delivery) = delivery else { break };
+                let delivered =
+                    deliver(&connection, &mut streams, &delivery, config, &cursors).await;
+                if delivered.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Writes one delivery to its conversation's stream, opening the stream when needed.
+/// Fails only when the connection is gone.
+async fn deliver(
+    connection: &Connection,
+    streams: &mut HashMap<u64, OpenStream>,
+    delivery: &EncodedDelivery,
+    config: DeliveryConfig,
+    cursors: &AckCursors,
+) -> Result<(), quinn::ConnectionError> {
+    let conversation_id = delivery.conversation_id;
+    trace!(conversation_id, seq = delivery.seq, "deliver");
+    if let Some(stream) = streams.get_mut(&conversation_id) {
+        stream.last_used = Instant::now();
+        if stream
+            .sink
+            .send_encoded(delivery.frame.clone())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // The client stopped the stream; open a fresh one for this delivery.
+        streams.remove(&conversation_id);
+    }
+
+    if streams.len() >= config.max_streams.max(1) {
+        close_least_recent(streams);
+    }
+    let (send, recv) = connection.open_bi().await?;
+    let span = debug_span!("delivery_stream", stream_id = %send.id(), conversation_id);
+    let sink = FrameSink::spawn(send, STREAM_QUEUE, span.clone());
+    let (stop_reader, stop) = oneshot::channel();
+    let reader = read_acks(
+        recv,
+        conversation_id,
+        sink.downgrade(),
+        Arc::clone(cursors),
+        config.max_frame_bytes,
+        stop,
+    );
+    tokio::spawn(reader.instrument(span));
+
+    // A failed first write means the connection is closing; the next call reports it.
+    let _ = sink.send_encoded(delivery.frame.clone()).await;
+    streams.insert(
+        conversation_id,
+        OpenStream {
+            sink,
+            last_used: Instant::now(),
+            stop_reader,
+        },
+    );
+    Ok(())
+}
+
+fn close_least_recent(streams: &mut HashMap<u64, OpenStream>) {
+    let oldest = streams
+        .iter()
+        .min_by_key(|(_, stream)| stream.last_used)
+        .map(|(id, _)| *id);
+    if let Some(id) = oldest
+        && let Some(stream) = streams.remove(&id)
+    {
+        debug!(
+            conversation_id = id,
+            "delivery stream limit reached; finishing the oldest"
+        );
+        // Dropping the sink makes the writer flush and finish the stream.
+        let _ = stream.stop_reader.send(CloseCode::StreamLimit);
+    }
+}
+
+fn close_idle(streams: &mut HashMap<u64, OpenStream>, idle_timeout: Duration, now: Instant) {
+    let idle: Vec<u64> = streams
+        .iter()
+        .filter(|(_, stream)| now.duration_since(stream.last_used) >= idle_timeout)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in idle {
+        if let Some(stream) = streams.remove(&id) {
+            debug!(conversation_id = id, "delivery stream idle; finishing it");
+            let _ = stream.stop_reader.send(CloseCode::StreamIdle);
+        }
+    }
+}
+
+/// Reads the client's `DeliveryAck` frames and records the highest `seq`.
+async fn read_acks(
+    mut recv: RecvStream,
+    conversation_id: u64,
+    sink: WeakFrameSink,
+    cursors: AckCursors,
+    max_frame_bytes: u32,
+    mut stop: oneshot::Receiver<CloseCode>,
+) {
+    loop {
+        let read = tokio::select! {
+            code = &mut stop => {
+                // NOTE: acks still in flight are dropped. Nothing reads the recorded
+                // cursors yet, and clients resync from their own cursors.
+                if let Ok(code) = code {
+                    let _ = recv.stop(VarInt::from_u32(code.as_u32()));
+                }
+                return;
+            }
+            read = codec::read_frame(&mut recv, max_frame_bytes) => read,
+        };
+        let violation = match read {
+            Ok(Some(Frame::DeliveryAck(ack))) if ack.conversation_id == conversation_id => {
+                trace!(seq = ack.seq, "delivery ack");
+                let mut cursors = cursors.lock().unwrap_or_else(|poison| poison.into_inner());
+                let cursor = cursors.entry(conversation_id).or_default();
+                *cursor = (*cursor).max(ack.seq);
+                continue;
+            }
+            Ok(Some(Frame::DeliveryAck(ack))) => (
+                ErrorCode::StreamMismatch,
+                format!(
+                    "DeliveryAck names conversation {} on a stream of {conversation_id}",
+                    ack.conversation_id
+                ),
+            ),
+            Ok(Some(other)) => (
+                ErrorCode::UnknownFrame,
+                format!(
+                    "{} is not allowed on a delivery stream; send DeliveryAck",
+                    other.kind()
+                ),
+            ),
+            Ok(None) => return,
+            Err(ReadError::Decode(error)) => (error.code(), error.to_string()),
+            Err(ReadError::Truncated) => (
+                ErrorCode::MalformedFrame,
+                "stream ended inside a frame".to_owned(),
+            ),
+            Err(error) => {
+                debug!(%error, "delivery stream read ended");
+                return;
+            }
+        };
+        debug!(code = %violation.0, reason = %violation.1, "protocol violation on delivery stream");
+        if let Some(sink) = sink.upgrade() {
+            let _ = sink
+                .send(&Frame::Error(error_frame(conversation_id, violation)))
+                .await;
+        }
+        let _ = recv.stop(VarInt::from_u32(CloseCode::ProtocolViolation.as_u32()));
+        return;
+    }
+}
+
+fn error_frame(conversation_id: u64, (code, message): (ErrorCode, String)) -> ErrorFrame {
+    ErrorFrame {
+        request_id: 0,
+        conversation_id,
+        client_msg_id: String::new(),
+        code,
+        message,
+        retry_after_ms: 0,
+    }
+}

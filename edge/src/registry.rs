@@ -1,0 +1,126 @@
+//! The session registry: which sessions of which users are connected to this edge.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use quinn::VarInt;
+use tidings_schema::error::CloseCode;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// One committed message encoded once as a `Deliver` frame, shared by every session
+/// that receives it.
+#[derive(Debug)]
+pub struct EncodedDelivery {
+    pub conversation_id: u64,
+    pub seq: u64,
+    /// The length-prefixed `Deliver` frame.
+    pub frame: Bytes,
+}
+
+/// A connected session, as the fan-out uses it.
+pub struct SessionEntry {
+    pub conn_id: u64,
+    pub session_id: u64,
+    pub user: String,
+    pub device_id: String,
+    queue: mpsc::Sender<Arc<EncodedDelivery>>,
+    connection: quinn::Connection,
+    overflowed: AtomicBool,
+}
+
+impl SessionEntry {
+    pub fn new(
+        conn_id: u64,
+        session_id: u64,
+        user: String,
+        device_id: String,
+        queue: mpsc::Sender<Arc<EncodedDelivery>>,
+        connection: quinn::Connection,
+    ) -> SessionEntry {
+        SessionEntry {
+            conn_id,
+            session_id,
+            user,
+            device_id,
+            queue,
+            connection,
+            overflowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a delivery without waiting. A full queue means the client reads slower than
+    /// its conversations move, so the connection is closed with `InternalError`: the client
+    /// reconnects and syncs from its cursors instead of silently missing messages.
+    pub fn offer(&self, delivery: &Arc<EncodedDelivery>) {
+        match self.queue.try_send(Arc::clone(delivery)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.overflowed.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        conn_id = self.conn_id,
+                        user = %self.user,
+                        session_id = self.session_id,
+                        conversation_id = delivery.conversation_id,
+                        "delivery queue full; closing the slow connection"
+                    );
+                    self.connection.close(
+                        VarInt::from_u32(CloseCode::InternalError.as_u32()),
+                        b"delivery queue overflow; reconnect and sync",
+                    );
+                }
+            }
+            // The session is ending; its client will sync after reconnecting.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Maps user ids to their sessions on this edge.
+#[derive(Default)]
+pub struct SessionRegistry {
+    by_user: RwLock<HashMap<String, Vec<Arc<SessionEntry>>>>,
+}
+
+impl SessionRegistry {
+    pub fn insert(&self, entry: Arc<SessionEntry>) {
+        let mut by_user = self
+            .by_user
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        by_user.entry(entry.user.clone()).or_default().push(entry);
+    }
+
+    pub fn remove(&self, user: &str, session_id: u64) {
+        let mut by_user = self
+            .by_user
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(sessions) = by_user.get_mut(user) {
+            sessions.retain(|entry| entry.session_id != session_id);
+            if sessions.is_empty() {
+                by_user.remove(user);
+            }
+        }
+    }
+
+    /// Returns the sessions of `user`, a snapshot that stays valid without the lock.
+    pub fn sessions(&self, user: &str) -> Vec<Arc<SessionEntry>> {
+        let by_user = self
+            .by_user
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        by_user.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Returns the number of connected sessions.
+    pub fn len(&self) -> usize {
+        let by_user = self
+            .by_user
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        by_user.values().map(Vec::len).sum()
+    }
+}
