@@ -1,0 +1,34 @@
+//! The Tidings client library and command-line client.
+//!
+//! [`Client`] speaks the native protocol over QUIC (ALPN `tidings/1`): a control stream
+//! for `Hello` and requests, one client-opened stream per conversation it sends in, and
+//! server-opened streams that carry deliveries. It reconnects by itself with exponential
+//! backoff and full jitter, and retries sends with their idempotency key, so the server
+//! stores a message at most once however often it is retried within its idempotency window.
+//!
+//! This crate is not the edge: it depends on `tidings-schema` only, and has no WebSocket
+//! fallback yet.
+//!
+//! Key types: [`Client`], [`ClientConfig`], [`ClientError`], [`ConnectError`],
+//! [`Backoff`]. The command-line client lives in [`cli`].
+
+mod backoff;
+pub mod cli;
+mod client;
+mod config;
+mod deliveries;
+mod error;
+mod reconnect;
+mod requests;
+mod sends;
+mod session;
+mod transport;
+
+pub use backoff::Backoff;
+pub use client::Client;
+pub use config::{ClientConfig, DEFAULT_SERVER, DEFAULT_SERVER_NAME, TrustRoots};
+pub use error::{ClientError, ConnectError};
+pub use requests::new_client_msg_id;
+pub use tidings_schema::frame::{ConversationInfo, HistoryPage, Message, SendAck, Welcome};
+pub use tidings_schema::{ErrorCode, Rejection};
+pub use transport::ALPN;

@@ -1,0 +1,157 @@
+//! The reconnect supervisor: watches the live session and, when its connection ends,
+//! connects again with exponential backoff and full jitter.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidings_schema::CloseCode;
+use tidings_schema::frame::Welcome;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::backoff::jitter_sample;
+use crate::config::ClientConfig;
+use crate::deliveries::DeliverySink;
+use crate::error::ConnectError;
+use crate::session::Session;
+use crate::transport::handshake;
+
+/// Maximum wait for the close of the connection to be sent when the client closes.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Connection state that requests wait on.
+#[derive(Clone)]
+pub(crate) enum State {
+    /// Between connections: requests wait for the next state.
+    Connecting,
+    Ready(Arc<Session>),
+    /// The supervisor gave up; requests fail with this error.
+    Failed(Arc<ConnectError>),
+    /// The application closed the client.
+    Closed,
+}
+
+/// Settings and channels of the reconnect supervisor.
+pub(crate) struct Supervisor {
+    pub config: ClientConfig,
+    pub quic: quinn::ClientConfig,
+    pub sink: DeliverySink,
+    pub state: watch::Sender<State>,
+    pub welcome: Arc<Mutex<Welcome>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    /// Runs until the client is closed or reconnecting fails for good.
+    pub async fn run(mut self, first: Arc<Session>) {
+        let mut session = first;
+        loop {
+            tokio::select! {
+                reason = session.connection.closed() => {
+                    info!(%reason, "connection lost; reconnecting");
+                }
+                _ = self.shutdown.changed() => {
+                    session.connection.close(CloseCode::Normal.as_u32().into(), b"client closed");
+                    // Gives the endpoint a moment to send the close, so the server does not
+                    // wait for its idle timeout when the process exits right after.
+                    let drained = session.endpoint.wait_idle();
+                    drop(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, drained).await);
+                    self.state.send_replace(State::Closed);
+                    return;
+                }
+            }
+            self.state.send_replace(State::Connecting);
+
+            match self.reconnect(&session).await {
+                Ok(next) => {
+                    *self.welcome.lock().expect("welcome mutex poisoned") = next.welcome.clone();
+                    self.state.send_replace(State::Ready(next.clone()));
+                    session = next;
+                }
+                Err(Some(error)) => {
+                    warn!(%error, "giving up reconnecting");
+                    self.state.send_replace(State::Failed(Arc::new(error)));
+                    return;
+                }
+                Err(None) => {
+                    self.state.send_replace(State::Closed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Connects again after `lost` ended. Returns `Err(None)` when the client was
+    /// closed meanwhile, `Err(Some(_))` when the error is permanent or attempts ran out.
+    async fn reconnect(&mut self, lost: &Session) -> Result<Arc<Session>, Option<ConnectError>> {
+        if let Some(error) = permanent_close(lost) {
+            return Err(Some(error));
+        }
+        let close = lost.close_frame();
+        let mut retry_after_ms = close.as_ref().map_or(0, |close| close.retry_after_ms);
+        let mut target = close
+            .map(|close| close.redirect)
+            .filter(|redirect| !redirect.is_empty())
+            .unwrap_or_else(|| self.config.server.clone());
+
+        let backoff = self.config.reconnect_backoff;
+        let mut last_error = None;
+        for attempt in 0..self.config.max_reconnect_attempts {
+            let delay = backoff.delay_after(retry_after_ms, attempt, jitter_sample());
+            retry_after_ms = 0;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.changed() => return Err(None),
+            }
+
+            let attempt_result = tokio::time::timeout(
+                self.config.connect_timeout,
+                handshake(&self.config, &self.quic, &target),
+            )
+            .await;
+            let error = match attempt_result {
+                Ok(Ok(handshaken)) => {
+                    info!(server = %target, attempt, "reconnected");
+                    let session = Session::start(handshaken, self.sink.clone());
+                    let sink = self.sink.clone();
+                    tokio::spawn(sink.resync(session.clone()));
+                    return Ok(session);
+                }
+                Ok(Err(error)) => error,
+                Err(_) => ConnectError::Timeout {
+                    server: target.clone(),
+                    after: self.config.connect_timeout,
+                },
+            };
+            if !error.is_transient() {
+                return Err(Some(error));
+            }
+            warn!(server = %target, attempt, %error, "reconnect attempt failed");
+            // A redirect target that fails is not tried again, so later attempts go to the
+            // configured server.
+            target = self.config.server.clone();
+            last_error = Some(error);
+        }
+        Err(Some(last_error.unwrap_or_else(|| ConnectError::Connect {
+            server: target,
+            reason: "max_reconnect_attempts is 0, so no reconnect was attempted".to_owned(),
+        })))
+    }
+}
+
+/// Returns an error when the server closed the session for a reason a reconnect with
+/// the same token cannot fix.
+fn permanent_close(lost: &Session) -> Option<ConnectError> {
+    let code = match lost.connection.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            u32::try_from(close.error_code.into_inner())
+                .ok()
+                .and_then(CloseCode::from_u32)
+        }
+        _ => None,
+    }?;
+    matches!(code, CloseCode::AuthFailed | CloseCode::TokenExpired).then(|| ConnectError::Closed {
+        code,
+        reason: code.meaning().to_owned(),
+    })
+}
