@@ -1,0 +1,136 @@
+//! `tidings owner` and `tidings edge`: one node of a cluster file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tidings_edge::{Edge, EdgeConfig, KeySource, TlsSource, TokenVerifier};
+use tidings_relay::cluster::{ClusterFile, NodeConfig, Role};
+use tidings_relay::placement::OwnerWeight;
+use tidings_relay::rpc::{RemoteOwner, serve_owner};
+use tidings_relay::{OwnerHandle, Router};
+use tidings_store::{Owner, OwnerConfig};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Cluster file (TOML) that lists every node.
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Id of this node in the cluster file.
+    #[arg(long)]
+    node: String,
+}
+
+fn load_node(args: &NodeArgs, role: Role) -> Result<(ClusterFile, NodeConfig)> {
+    let cluster = ClusterFile::load(&args.cluster)?;
+    let node = cluster.node(&args.node)?.clone();
+    if !node.has_role(role) {
+        bail!(
+            "node {:?} in {} does not have the {role:?} role",
+            node.id,
+            args.cluster.display()
+        );
+    }
+    // NOTE: a user's inbox rows are written by the owner of the conversation, so they
+    // are only complete when one owner holds every shard.
+    if cluster.owners().count() > 1 {
+        bail!(
+            "{} lists {} owners, but this version supports one owner per cluster",
+            args.cluster.display(),
+            cluster.owners().count()
+        );
+    }
+    Ok((cluster, node))
+}
+
+pub async fn run_owner(args: NodeArgs) -> Result<()> {
+    let (_cluster, node) = load_node(&args, Role::Owner)?;
+    let data_dir = node
+        .data_dir
+        .clone()
+        .expect("validated: owners have a data_dir");
+    let mesh = node.mesh.expect("validated: owners have a mesh address");
+
+    let owner = Owner::open(OwnerConfig::new(data_dir.clone()))
+        .with_context(|| format!("failed to open the store in {}", data_dir.display()))?;
+    let listener = TcpListener::bind(mesh)
+        .await
+        .with_context(|| format!("failed to bind mesh address {mesh}"))?;
+    let server = serve_owner(owner.clone(), listener).context("failed to start the mesh server")?;
+
+    println!(
+        "owner {} serving {} virtual shards",
+        node.id,
+        tidings_schema::ids::VIRTUAL_SHARDS
+    );
+    println!("mesh listening on {}", server.local_addr());
+    tracing::info!(node = %node.id, mesh = %server.local_addr(), data_dir = %data_dir.display(), "owner started");
+
+    crate::shutdown_signal().await;
+    tracing::info!(node = %node.id, "owner shutting down");
+    server.shutdown().await;
+    tokio::task::spawn_blocking(move || owner.shutdown())
+        .await
+        .context("store shutdown failed")?;
+    Ok(())
+}
+
+pub async fn run_edge(args: NodeArgs) -> Result<()> {
+    let (cluster, node) = load_node(&args, Role::Edge)?;
+    let listen = node.quic.expect("validated: edges have a quic address");
+
+    let keys = match (
+        &cluster.settings.token_public_key,
+        &cluster.settings.token_key,
+    ) {
+        (Some(public), _) => KeySource::load_eddsa(public, None)
+            .with_context(|| format!("failed to load token key {}", public.display()))?,
+        (None, Some(secret)) => KeySource::load_or_create_hs256(secret)
+            .with_context(|| format!("failed to load token key {}", secret.display()))?,
+        (None, None) => unreachable!("validated: the cluster names a token key"),
+    };
+    let verifier = TokenVerifier::new(&keys).context("invalid token key")?;
+
+    let mut owners = Vec::new();
+    for owner in cluster.owners() {
+        let mesh = owner.mesh.expect("validated: owners have a mesh address");
+        let remote = RemoteOwner::connect(mesh, node.id.clone())
+            .with_context(|| format!("failed to start the mesh client for {}", owner.id))?;
+        tracing::info!(edge = %node.id, owner = %owner.id, %mesh, "owner peer");
+        let weight = OwnerWeight {
+            id: owner.id.clone(),
+            weight: owner.weight,
+        };
+        owners.push((weight, OwnerHandle::Remote(remote)));
+    }
+
+    let tls_dir = cluster.settings.tls_dir.clone().unwrap_or_else(|| {
+        let base = args.cluster.parent().unwrap_or(std::path::Path::new("."));
+        base.join("tls")
+    });
+    let config = EdgeConfig {
+        listen,
+        tls: TlsSource::DevPki { dir: tls_dir },
+        node_id: node.snowflake_node,
+        edge_id: node.id.clone(),
+        public_edges: cluster
+            .edges()
+            .filter_map(|e| e.quic)
+            .map(|a| a.to_string())
+            .collect(),
+        ..EdgeConfig::default()
+    };
+    let edge = Edge::start(config, verifier, Router::with_placement(owners))
+        .await
+        .context("failed to start the edge")?;
+
+    println!("edge {} started", node.id);
+    println!("quic listening on {} (ALPN tidings/1)", edge.local_addr());
+    tracing::info!(node = %node.id, quic = %edge.local_addr(), "edge started");
+
+    crate::shutdown_signal().await;
+    tracing::info!(node = %node.id, "edge shutting down");
+    edge.shutdown().await;
+    Ok(())
+}
