@@ -1,6 +1,9 @@
 //! Helpers for tests that run the real `tidings` binary as separate processes.
 
-#![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -30,7 +33,10 @@ impl Process {
     pub fn start(name: &str, args: &[&str]) -> Result<Process> {
         let mut child = Command::new(tidings_bin())
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -68,11 +74,17 @@ impl Process {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!("{} printed no line starting with {prefix:?} in time", self.name)
+                    bail!(
+                        "{} printed no line starting with {prefix:?} in time",
+                        self.name
+                    )
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.try_wait()?;
-                    bail!("{} exited ({status:?}) before printing {prefix:?}", self.name)
+                    bail!(
+                        "{} exited ({status:?}) before printing {prefix:?}",
+                        self.name
+                    )
                 }
             }
         }
@@ -111,11 +123,16 @@ pub struct ServeNode {
 }
 
 impl ServeNode {
+    /// Starts `tidings serve` on a QUIC port chosen by the kernel.
     pub fn start(data_dir: &Path) -> Result<ServeNode> {
-        let dir = data_dir.to_str().context("data dir is not UTF-8")?;
+        Self::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    fn start_on(data_dir: &Path, listen: &str) -> Result<ServeNode> {
+        let dir = path_str(data_dir)?;
         let mut process = Process::start(
             "serve",
-            &["serve", "--data-dir", dir, "--quic-listen", "127.0.0.1:0"],
+            &["serve", "--data-dir", dir, "--quic-listen", listen],
         )?;
         let quic = process.wait_for_addr("quic listening on")?;
         Ok(ServeNode {
@@ -123,6 +140,13 @@ impl ServeNode {
             process,
             quic,
         })
+    }
+
+    /// Kills the node with SIGKILL and starts it again on the same data and port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.kill();
+        *self = Self::start_on(&self.data_dir, &self.quic.to_string())?;
+        Ok(())
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -144,4 +168,113 @@ pub fn token(data_dir: &Path, user: &str) -> Result<String> {
         );
     }
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// Reserves a free loopback TCP port for a cluster file. The port is released before the
+/// owner binds it, so another process could take it in between; on a test machine that
+/// race is rare, and the owner then fails to start with a clear bind error.
+pub fn free_tcp_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// An owner process and an edge process started from one cluster file.
+pub struct TwoProcessCluster {
+    pub dir: PathBuf,
+    pub cluster_file: PathBuf,
+    pub owner: Process,
+    pub edge: Process,
+    pub quic: SocketAddr,
+}
+
+impl TwoProcessCluster {
+    pub fn start(dir: &Path) -> Result<TwoProcessCluster> {
+        let mesh_port = free_tcp_port()?;
+        let cluster_file = dir.join("cluster.toml");
+        std::fs::write(
+            &cluster_file,
+            format!(
+                r#"
+[cluster]
+token_key = "token.key"
+
+[[node]]
+id = "owner-1"
+roles = ["owner"]
+mesh = "127.0.0.1:{mesh_port}"
+data_dir = "owner-1"
+
+[[node]]
+id = "edge-1"
+roles = ["edge"]
+quic = "127.0.0.1:0"
+snowflake_node = 1
+"#
+            ),
+        )?;
+        let owner = Self::start_owner(&cluster_file)?;
+        let mut edge = Process::start(
+            "edge",
+            &[
+                "edge",
+                "--cluster",
+                path_str(&cluster_file)?,
+                "--node",
+                "edge-1",
+            ],
+        )?;
+        let quic = edge.wait_for_addr("quic listening on")?;
+        Ok(TwoProcessCluster {
+            dir: dir.to_owned(),
+            cluster_file,
+            owner,
+            edge,
+            quic,
+        })
+    }
+
+    fn start_owner(cluster_file: &Path) -> Result<Process> {
+        let mut owner = Process::start(
+            "owner",
+            &[
+                "owner",
+                "--cluster",
+                path_str(cluster_file)?,
+                "--node",
+                "owner-1",
+            ],
+        )?;
+        owner.wait_for_addr("mesh listening on")?;
+        Ok(owner)
+    }
+
+    /// Kills the owner with SIGKILL and starts it again on the same data and address.
+    pub fn restart_owner(&mut self) -> Result<()> {
+        self.owner.kill();
+        self.owner = Self::start_owner(&self.cluster_file)?;
+        Ok(())
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.pem")
+    }
+
+    pub fn token(&self, user: &str) -> Result<String> {
+        let output = Command::new(tidings_bin())
+            .args(["token", "--user", user, "--cluster"])
+            .arg(&self.cluster_file)
+            .output()
+            .context("failed to run tidings token")?;
+        if !output.status.success() {
+            bail!(
+                "tidings token failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().context("path is not UTF-8")
 }
