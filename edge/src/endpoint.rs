@@ -90,10 +90,10 @@ impl Edge {
             router,
         });
         for (owner_index, owner) in shared.router.owners().iter().enumerate() {
-            let deliveries = owner.attach_edge(&shared.config.edge_id);
             let dispatcher = run_dispatcher(
                 owner_index,
-                deliveries,
+                owner.clone(),
+                shared.config.edge_id.clone(),
                 Arc::clone(&shared.registry),
                 shared.shutdown.clone(),
             );

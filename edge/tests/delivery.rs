@@ -266,3 +266,25 @@ async fn slow_client_is_closed_on_queue_overflow() -> Result<()> {
     assert_eq!(code, u64::from(CloseCode::InternalError.as_u32()));
     Ok(())
 }
+
+/// Regression: an owner closes an edge's delivery queue when the edge falls behind (here
+/// forced by attaching again under the same edge id). The dispatcher used to stop for
+/// good, so sessions of an in-process owner never got another delivery.
+#[tokio::test]
+async fn dispatcher_reattaches_after_queue_closed() -> Result<()> {
+    let edge = start_edge(|_| {}).await?;
+    let alice = login(&edge, "alice", "phone").await?;
+    let bob = login(&edge, "bob", "phone").await?;
+    let conversation_id = direct_conversation_id("alice", "bob");
+
+    // Replacing the subscription closes the edge's queue; the dispatcher then attaches
+    // again, which in turn closes this stolen one.
+    let mut stolen = edge.owner.attach_edge(&edge.config.edge_id);
+    let closed = tokio::time::timeout(WAIT, async { while stolen.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "the dispatcher did not attach again");
+
+    let seq = send_message(&alice, conversation_id, Some("bob"), "after").await?;
+    let (_send, _recv, frame) = accept_delivery(&bob).await?;
+    assert_eq!(delivered(frame)?.seq, seq);
+    Ok(())
+}
