@@ -207,4 +207,19 @@ mod tests {
         assert!(!ErrorCode::NotMember.is_retryable());
         assert!(!ErrorCode::IdempotencyConflict.is_retryable());
     }
+
+    /// `docs/protocol.md` repeats both tables for client authors; this keeps it current.
+    #[test]
+    fn protocol_doc_lists_every_code() {
+        let doc = include_str!("../../docs/protocol.md");
+        for code in ErrorCode::ALL {
+            let retryable = if code.is_retryable() { "yes" } else { "no" };
+            let row = format!("| {} | {} | {retryable} |", code.as_u16(), code.name());
+            assert!(doc.contains(&row), "docs/protocol.md lacks the row {row:?}");
+        }
+        for code in CloseCode::ALL {
+            let row = format!("| 0x{:x} | {} |", code.as_u32(), code.name());
+            assert!(doc.contains(&row), "docs/protocol.md lacks the row {row:?}");
+        }
+    }
 }

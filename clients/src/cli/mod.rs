@@ -118,7 +118,8 @@ pub struct Target {
 pub enum GroupCommand {
     /// Create a group with you as its admin and print its conversation id.
     Create {
-        #[arg(long)]
+        /// Group name shown to members; empty when omitted.
+        #[arg(long, default_value = "")]
         name: String,
         /// Comma-separated user ids to add besides you.
         #[arg(long, value_delimiter = ',')]

@@ -82,6 +82,12 @@ fn group_members_split_on_commas() {
     assert_eq!(name, "team");
     assert_eq!(members, ["b", "c"]);
 
+    let unnamed = parse(&["group", "create", "--members", "b,c"]).unwrap();
+    let Command::Group(GroupCommand::Create { name, .. }) = unnamed.command else {
+        panic!("expected group create");
+    };
+    assert_eq!(name, "");
+
     assert!(parse(&["group", "add", "--conversation", "9"]).is_err());
     assert!(parse(&["group", "leave", "--conversation", "9"]).is_ok());
 }
