@@ -46,7 +46,10 @@ async fn store(duration: Duration, dir: Option<PathBuf>, senders: &[usize]) -> R
 
     println!("| run | senders | acked msg/s | p50 | p99 | p99.9 | commits | msgs/commit |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let baseline = bench::redb_commit_per_message(&base.join("baseline"), duration).await?;
+    let baseline_dir = base.join("baseline");
+    std::fs::create_dir_all(&baseline_dir)
+        .with_context(|| format!("failed to create {}", baseline_dir.display()))?;
+    let baseline = bench::redb_commit_per_message(&baseline_dir, duration).await?;
     print_row("redb, one commit per message", &baseline);
     for &count in senders {
         let report =
