@@ -1,10 +1,12 @@
 //! The `tidings` binary: one command with a subcommand for every role.
 
 mod bench;
+mod cluster_cmd;
 mod node;
 mod serve;
 mod token;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,8 @@ enum Command {
     Owner(node::NodeArgs),
     /// Run an edge node from a cluster file.
     Edge(node::NodeArgs),
+    /// Start a local multi-process cluster (`cluster up`).
+    Cluster(cluster_cmd::ClusterArgs),
     /// Print a signed client token for a user.
     Token(token::TokenArgs),
     /// Talk to a Tidings edge as a user.
@@ -35,10 +39,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     // Servers log their lifecycle by default; client commands keep stderr for errors.
     let default_filter = match cli.command {
-        Command::Serve(_) | Command::Owner(_) | Command::Edge(_) => "info",
+        Command::Serve(_) | Command::Owner(_) | Command::Edge(_) | Command::Cluster(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| None),
             Command::Owner(args) => node::run_owner(args).await.map(|()| None),
             Command::Edge(args) => node::run_edge(args).await.map(|()| None),
+            Command::Cluster(args) => cluster_cmd::run(args).await.map(|()| None),
             Command::Token(args) => token::run(args).map(|()| None),
             Command::Client(args) => Ok(Some(tidings_clients::cli::run(args).await)),
             Command::Bench(args) => bench::run(args).await.map(|()| None),
@@ -68,9 +75,40 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.unwrap_or(ExitCode::SUCCESS),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_chain(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Joins an error and its causes with ": ", skipping a cause whose text the previous
+/// message already contains (many library errors repeat their source in their message).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+/// Restores the default SIGPIPE action, so that output piped into `head` ends the process
+/// quietly as it does for other Unix tools, instead of `println!` panicking on EPIPE.
+#[allow(
+    unsafe_code,
+    reason = "resetting a signal disposition needs libc::signal"
+)]
+fn restore_default_sigpipe() {
+    // SAFETY: called first in main, before any other thread exists, and SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

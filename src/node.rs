@@ -7,10 +7,11 @@ use clap::Args;
 use tidings_edge::{Edge, EdgeConfig, KeySource, TlsSource, TokenVerifier};
 use tidings_relay::cluster::{ClusterFile, NodeConfig, Role};
 use tidings_relay::placement::OwnerWeight;
-use tidings_relay::rpc::{RemoteOwner, serve_owner};
+use tidings_relay::rpc::serve_service_with;
 use tidings_relay::{OwnerHandle, Router};
-use tidings_store::{Owner, OwnerConfig};
 use tokio::net::TcpListener;
+
+use crate::cluster_cmd;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -20,6 +21,11 @@ pub struct NodeArgs {
     /// Id of this node in the cluster file.
     #[arg(long)]
     node: String,
+    /// Edges only: TCP address for the WebSocket fallback, /healthz and /metrics
+    /// [default: the node's `http` in the cluster file, else the QUIC address with the
+    /// same port number over TCP]; port 0 picks a free port.
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
 }
 
 fn load_node(args: &NodeArgs, role: Role) -> Result<(ClusterFile, NodeConfig)> {
@@ -32,36 +38,30 @@ fn load_node(args: &NodeArgs, role: Role) -> Result<(ClusterFile, NodeConfig)> {
             args.cluster.display()
         );
     }
-    // NOTE: a user's inbox rows are written by the owner of the conversation, so they
-    // are only complete when one owner holds every shard.
-    if cluster.owners().count() > 1 {
-        bail!(
-            "{} lists {} owners, but this version supports one owner per cluster",
-            args.cluster.display(),
-            cluster.owners().count()
-        );
-    }
     Ok((cluster, node))
 }
 
 pub async fn run_owner(args: NodeArgs) -> Result<()> {
-    let (_cluster, node) = load_node(&args, Role::Owner)?;
+    let (cluster, node) = load_node(&args, Role::Owner)?;
     let data_dir = node
         .data_dir
         .clone()
         .expect("validated: owners have a data_dir");
     let mesh = node.mesh.expect("validated: owners have a mesh address");
 
-    let owner = Owner::open(OwnerConfig::new(data_dir.clone()))
-        .with_context(|| format!("failed to open the store in {}", data_dir.display()))?;
+    let tls = cluster_cmd::load_mesh_tls(&cluster, &node)?;
+    let (owner, peers) = cluster_cmd::open_owner(&cluster, &node, &tls)?;
     let listener = TcpListener::bind(mesh)
         .await
         .with_context(|| format!("failed to bind mesh address {mesh}"))?;
-    let server = serve_owner(owner.clone(), listener).context("failed to start the mesh server")?;
+    let server = serve_service_with(owner.clone(), listener, tls)
+        .context("failed to start the mesh server")?;
+    cluster_cmd::wait_for_peers(&node.id, &peers).await;
 
     println!(
-        "owner {} serving {} virtual shards",
+        "owner {} serving {} of {} virtual shards",
         node.id,
+        owner.shards().local_count(),
         tidings_schema::ids::VIRTUAL_SHARDS
     );
     println!("mesh listening on {}", server.local_addr());
@@ -92,12 +92,12 @@ pub async fn run_edge(args: NodeArgs) -> Result<()> {
     };
     let verifier = TokenVerifier::new(&keys).context("invalid token key")?;
 
+    let tls = cluster_cmd::load_mesh_tls(&cluster, &node)?;
     let mut owners = Vec::new();
     for owner in cluster.owners() {
         let mesh = owner.mesh.expect("validated: owners have a mesh address");
-        let remote = RemoteOwner::connect(mesh, node.id.clone())
-            .with_context(|| format!("failed to start the mesh client for {}", owner.id))?;
-        tracing::info!(edge = %node.id, owner = %owner.id, %mesh, "owner peer");
+        let remote = cluster_cmd::connect_owner(&tls, &node.id, owner, true)?;
+        tracing::info!(node = %node.id, role = "edge", owner = %owner.id, %mesh, "owner peer");
         let weight = OwnerWeight {
             id: owner.id.clone(),
             weight: owner.weight,
@@ -109,11 +109,13 @@ pub async fn run_edge(args: NodeArgs) -> Result<()> {
         let base = args.cluster.parent().unwrap_or(std::path::Path::new("."));
         base.join("tls")
     });
+    let ca_path = tls_dir.join("ca.pem");
     let config = EdgeConfig {
         listen,
         tls: TlsSource::DevPki { dir: tls_dir },
         node_id: node.snowflake_node,
         edge_id: node.id.clone(),
+        http_listen: Some(args.http_listen.or(node.http).unwrap_or(listen)),
         public_edges: cluster
             .edges()
             .filter_map(|e| e.quic)
@@ -126,7 +128,18 @@ pub async fn run_edge(args: NodeArgs) -> Result<()> {
         .context("failed to start the edge")?;
 
     println!("edge {} started", node.id);
-    println!("quic listening on {} (ALPN tidings/1)", edge.local_addr());
+    println!(
+        "quic listening on {} (ALPN tidings/1 and h3)",
+        edge.local_addr()
+    );
+    if let Some(http) = edge.http_addr() {
+        println!("http listening on {http}");
+    }
+    println!("development CA {}", ca_path.display());
+    println!(
+        "get a token: tidings token --user alice --cluster {}",
+        args.cluster.display()
+    );
     tracing::info!(node = %node.id, quic = %edge.local_addr(), "edge started");
 
     crate::shutdown_signal().await;

@@ -18,9 +18,28 @@ pub struct ServeArgs {
     /// UDP address for QUIC clients (ALPN tidings/1); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:4433")]
     quic_listen: SocketAddr,
+    /// TCP address for the WebSocket fallback, /healthz and /metrics [default:
+    /// 127.0.0.1:8080, or 127.0.0.1:0 when --quic-listen uses port 0]; port 0 picks a free
+    /// port.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// Number of redb files the messages are spread over; fixed once data exists.
     #[arg(long, default_value_t = 4)]
     storage_shards: u16,
+}
+
+/// Returns the HTTP address: the option, or 127.0.0.1:8080, or a free port when QUIC
+/// also takes a free port (so test instances never collide).
+fn http_listen(args: &ServeArgs) -> SocketAddr {
+    if let Some(addr) = args.http_listen {
+        return addr;
+    }
+    let port = if args.quic_listen.port() == 0 {
+        0
+    } else {
+        8080
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -49,6 +68,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         node_id: 1,
         edge_id: "serve".to_owned(),
         public_edges: vec![args.quic_listen.to_string()],
+        http_listen: Some(http_listen(&args)),
         ..EdgeConfig::default()
     };
     let router = Router::single(OwnerHandle::Local(Arc::clone(&owner)));
@@ -59,7 +79,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.data_dir.display();
     println!("tidings serve: edge, relay and owner in one process");
     println!("data directory {data_dir}");
-    println!("quic listening on {} (ALPN tidings/1)", edge.local_addr());
+    println!(
+        "quic listening on {} (ALPN tidings/1 and h3)",
+        edge.local_addr()
+    );
+    if let Some(http) = edge.http_addr() {
+        println!("http listening on {http}");
+    }
     println!("development CA {}", tls_dir.join("ca.pem").display());
     println!("get a token: tidings token --user alice --data-dir {data_dir}");
     tracing::info!(quic = %edge.local_addr(), data_dir = %data_dir, "serving");

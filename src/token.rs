@@ -14,7 +14,7 @@ pub struct TokenArgs {
     /// User id the token is for (its `sub` claim).
     #[arg(long)]
     user: String,
-    /// How long the token is valid, for example `24h` or `30m`.
+    /// How long the token is valid, for example `24h` or `30m` (at most 366 days).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ttl: Duration,
     /// Data directory of a `tidings serve` node; its `token.key` signs the token.
@@ -31,7 +31,16 @@ pub struct TokenArgs {
     eddsa_public_key: Option<PathBuf>,
 }
 
+/// Longest token lifetime `tidings token` issues; a longer-lived bearer token is a risk.
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
 pub fn run(args: TokenArgs) -> Result<()> {
+    if args.ttl.is_zero() || args.ttl > MAX_TTL {
+        bail!(
+            "invalid --ttl {}: use a duration above 0s and at most 366 days",
+            humantime::format_duration(args.ttl)
+        );
+    }
     if !ids::is_valid_user_id(&args.user) {
         bail!(
             "invalid user id {:?}: use 1 to 64 ASCII letters, digits, '.', '_', '-' or '@'",

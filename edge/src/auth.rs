@@ -243,9 +243,8 @@ impl TokenVerifier {
                 "the Hello carried no token",
             ));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |error| Rejection::new(ErrorCode::InvalidToken, format!("invalid token: {error}")),
-        )?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| Rejection::new(ErrorCode::InvalidToken, describe_jwt_error(&error)))?;
         let claims = data.claims;
 
         if !ids::is_valid_user_id(&claims.sub) {
@@ -272,6 +271,24 @@ impl TokenVerifier {
         }
         Ok(claims)
     }
+}
+
+/// Describes why a token failed to decode, in words a user can act on.
+fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    let reason = match error.kind() {
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => "it is not a well-formed JWT",
+        ErrorKind::InvalidSignature => "its signature does not match this server's key",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "it is signed with an algorithm this server does not accept"
+        }
+        ErrorKind::MissingRequiredClaim(_) => "it lacks a required claim (sub, iat or exp)",
+        _ => "it failed validation",
+    };
+    format!("invalid token: {reason}; get a new one with `tidings token --user NAME`")
 }
 
 /// Returns whole seconds since the Unix epoch, 0 for times before it.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tidings_schema::frame::Limits;
 
+use crate::certs::RotationSchedule;
+
 /// Source of the edge's TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
@@ -58,6 +60,14 @@ pub struct EdgeConfig {
     pub session_queue: usize,
     /// Client addresses (`host:port`) of edges announced in `Welcome`.
     pub public_edges: Vec<String>,
+    /// TCP address of the HTTP port (WebSocket fallback, health, metrics); `None` serves
+    /// no HTTP. Port 0 picks a free port.
+    pub http_listen: Option<SocketAddr>,
+    /// Origins (`scheme://host:port`) allowed to open WebSocket and WebTransport
+    /// sessions. Empty allows the edge's own HTTP origins only.
+    pub allowed_origins: Vec<String>,
+    /// When development leaf certificates are replaced.
+    pub cert_rotation: RotationSchedule,
 }
 
 impl Default for EdgeConfig {
@@ -76,6 +86,9 @@ impl Default for EdgeConfig {
             delivery_idle_timeout: Duration::from_secs(60),
             session_queue: 1024,
             public_edges: Vec::new(),
+            http_listen: None,
+            allowed_origins: Vec::new(),
+            cert_rotation: RotationSchedule::default(),
         }
     }
 }

@@ -1,9 +1,9 @@
-//! The control stream after `Welcome`: requests with a `request_id`. Replies go out in
-//! any order through the stream's one writer.
+//! Control requests after `Welcome`: frames with a `request_id`, answered in any order.
+//! On QUIC and WebTransport they arrive on the control stream; on a WebSocket they share
+//! the socket with every other frame, and [`Requests`] serves both.
 
 use std::sync::Arc;
 
-use quinn::RecvStream;
 use rand::Rng;
 use tidings_relay::OwnerHandle;
 use tidings_schema::codec::{self, ReadError};
@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, debug_span, trace};
 
 use crate::session::{Session, error_frame};
+use crate::streams::StreamRecv;
 use crate::writer::FrameSink;
 
 /// Requests of one session handled at once; reading pauses above it.
@@ -33,11 +34,11 @@ pub enum ControlEnd {
 
 /// Reads requests until the stream ends or the client breaks the protocol.
 pub async fn run_control(
-    mut recv: RecvStream,
+    mut recv: Box<dyn StreamRecv>,
     sink: FrameSink,
     session: Arc<Session>,
 ) -> ControlEnd {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    let requests = Requests::default();
     loop {
         let frame = match codec::read_frame(&mut recv, session.max_frame_bytes()).await {
             Ok(Some(frame)) => frame,
@@ -56,28 +57,62 @@ pub async fn run_control(
         };
         let kind = frame.kind();
         trace!(kind, "control frame");
-
-        let Some((request_id, request)) = to_request(&session, frame) else {
+        if requests.submit(&session, &sink, frame).await.is_err() {
             let reason = format!("{kind} is not allowed on the control stream after Welcome");
             return violation(&sink, &session, ErrorCode::UnknownFrame, reason).await;
-        };
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return ControlEnd::Lost;
+        }
+    }
+}
+
+/// Forwards control requests of one session to their owners, at most
+/// `MAX_CONCURRENT_REQUESTS` at once.
+pub struct Requests {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests {
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+        }
+    }
+}
+
+impl Requests {
+    /// Forwards `frame` to its owner and queues the reply on `sink`. Waits while the
+    /// session has too many requests in flight. Returns the frame back when it is not a
+    /// control request.
+    pub async fn submit(
+        &self,
+        session: &Arc<Session>,
+        sink: &FrameSink,
+        frame: Frame,
+    ) -> Result<(), Frame> {
+        let kind = frame.kind();
+        let (request_id, request) = to_request(session, frame)?;
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            // NOTE: the semaphore is never closed, so this only drops the request.
+            return Ok(());
         };
         let span = debug_span!("request", request_id, kind);
-        let owner = route(&session, &request).clone();
+        let owner = route(session, &request).clone();
+        let conversation_id = conversation_of(&request);
         let sink = sink.clone();
         tokio::spawn(
             async move {
                 let reply = match owner.call(request).await {
                     Ok(reply) => reply_frame(request_id, reply),
-                    Err(rejection) => Frame::Error(request_error(request_id, &rejection)),
+                    Err(rejection) => Frame::Error(ErrorFrame {
+                        conversation_id,
+                        ..request_error(request_id, &rejection)
+                    }),
                 };
                 let _ = sink.send(&reply).await;
                 drop(permit);
             }
             .instrument(span),
         );
+        Ok(())
     }
 }
 
@@ -93,8 +128,9 @@ async fn violation(
     ControlEnd::Violation
 }
 
-/// Maps a control frame to its owner request, with the stamps the edge adds.
-fn to_request(session: &Session, frame: Frame) -> Option<(u64, OwnerRequest)> {
+/// Maps a control frame to its owner request, with the stamps the edge adds, or returns
+/// the frame when it is not a control request.
+fn to_request(session: &Session, frame: Frame) -> Result<(u64, OwnerRequest), Frame> {
     let user = session.user.clone();
     let stamp = || session.edge.stamper.stamp();
     let mapped = match frame {
@@ -140,9 +176,9 @@ fn to_request(session: &Session, frame: Frame) -> Option<(u64, OwnerRequest)> {
         Frame::ListConversations(request) => {
             (request.request_id, OwnerRequest::ListConversations { user })
         }
-        _ => return None,
+        other => return Err(other),
     };
-    Some(mapped)
+    Ok(mapped)
 }
 
 /// Returns the owner a request goes to: the conversation's owner, or the user's home
@@ -182,6 +218,20 @@ fn reply_frame(request_id: u64, reply: OwnerReply) -> Frame {
                 Rejection::internal("the owner answered a control request with a SendAck");
             Frame::Error(request_error(request_id, &rejection))
         }
+    }
+}
+
+/// Returns the conversation a request names, echoed in its `Error` reply; 0 for requests
+/// that name none (a new group's id is not the client's to know until the reply).
+fn conversation_of(request: &OwnerRequest) -> u64 {
+    match request {
+        OwnerRequest::History { request, .. } => request.conversation_id,
+        OwnerRequest::AddMembers { request, .. } | OwnerRequest::RemoveMembers { request, .. } => {
+            request.conversation_id
+        }
+        OwnerRequest::Leave { request, .. } => request.conversation_id,
+        OwnerRequest::Send(send) => send.conversation_id,
+        _ => 0,
     }
 }
 

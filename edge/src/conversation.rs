@@ -1,12 +1,13 @@
-//! Client-opened conversation streams: `Send` frames in, `SendAck` or `Error` frames out.
+//! Sends: `Send` frames in, `SendAck` or `Error` frames out.
 //!
-//! The first frame binds the stream to its conversation. Sends may be pipelined, and
-//! their acknowledgements may complete out of order.
+//! On QUIC and WebTransport each client-opened conversation stream carries one
+//! conversation, and its first frame binds it. On a WebSocket every `Send` names its
+//! conversation and [`Sends`] is fed from the socket. Sends may be pipelined, and their
+//! acknowledgements may complete out of order.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use quinn::{RecvStream, SendStream, VarInt};
 use tidings_schema::codec::{self, ReadError};
 use tidings_schema::error::{CloseCode, ErrorCode, Rejection};
 use tidings_schema::frame::{ErrorFrame, Frame, Send};
@@ -14,9 +15,11 @@ use tidings_schema::mesh::{OwnerReply, OwnerRequest, SendRequest};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, Span, debug, field, trace, trace_span};
 
+use crate::metrics::EdgeMetrics;
 use crate::rate::retry_after_ms;
 use crate::session::Session;
-use crate::writer::FrameSink;
+use crate::streams::{BiStream, StreamRecv};
+use crate::writer::{FrameSink, WriterClosed};
 
 /// Sends of one stream forwarded to owners at once; reading pauses above it.
 const MAX_PIPELINED_SENDS: usize = 128;
@@ -26,13 +29,10 @@ const REPLY_QUEUE: usize = 256;
 
 /// Serves one conversation stream until the client finishes it, breaks the protocol or
 /// the connection ends.
-pub async fn run_conversation_stream(
-    send: SendStream,
-    mut recv: RecvStream,
-    session: Arc<Session>,
-) {
+pub async fn run_conversation_stream(stream: BiStream, session: Arc<Session>) {
+    let BiStream { send, mut recv, .. } = stream;
     let sink = FrameSink::spawn(send, REPLY_QUEUE, Span::current());
-    let permits = Arc::new(Semaphore::new(MAX_PIPELINED_SENDS));
+    let sends = Sends::default();
     let mut bound: Option<u64> = None;
 
     loop {
@@ -42,20 +42,47 @@ pub async fn run_conversation_stream(
             Ok(None) => break,
             Err(error) => return violation(&sink, &mut recv, &session, error).await,
         };
-        let conversation_id = message.conversation_id;
-
-        if let Err(rejection) = admit(&session, &message) {
-            let error = reject(conversation_id, &message.client_msg_id, rejection);
-            if sink.send(&Frame::Error(error)).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+        if sends.submit(&session, &sink, message).await.is_err() {
             break;
+        }
+    }
+}
+
+/// Forwards the sends of one stream or socket to their owners, at most
+/// `MAX_PIPELINED_SENDS` at once.
+pub struct Sends {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Sends {
+    fn default() -> Self {
+        Sends {
+            permits: Arc::new(Semaphore::new(MAX_PIPELINED_SENDS)),
+        }
+    }
+}
+
+impl Sends {
+    /// Checks `message` against the rate and size limits, then forwards it and queues
+    /// the `SendAck` or `Error` on `sink`. Waits while too many sends are in flight.
+    /// Fails only when the sink's writer has stopped.
+    pub async fn submit(
+        &self,
+        session: &Arc<Session>,
+        sink: &FrameSink,
+        message: Send,
+    ) -> Result<(), WriterClosed> {
+        let conversation_id = message.conversation_id;
+        if let Err(rejection) = admit(session, &message) {
+            let error = reject(conversation_id, &message.client_msg_id, rejection);
+            return sink.send(&Frame::Error(error)).await;
+        }
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            return Err(WriterClosed);
         };
+        EdgeMetrics::inc(&session.metrics().sends);
         let span = trace_span!("send", conversation_id, seq = field::Empty);
-        let work = forward_send(Arc::clone(&session), sink.clone(), message);
+        let work = forward_send(Arc::clone(session), sink.clone(), message);
         tokio::spawn(
             async move {
                 work.await;
@@ -63,6 +90,7 @@ pub async fn run_conversation_stream(
             }
             .instrument(span),
         );
+        Ok(())
     }
 }
 
@@ -179,7 +207,7 @@ async fn forward_send(session: Arc<Session>, sink: FrameSink, message: Send) {
     let _ = sink.send(&reply).await;
 }
 
-fn reject(conversation_id: u64, client_msg_id: &str, rejection: Rejection) -> ErrorFrame {
+pub fn reject(conversation_id: u64, client_msg_id: &str, rejection: Rejection) -> ErrorFrame {
     ErrorFrame {
         conversation_id,
         client_msg_id: client_msg_id.to_owned(),
@@ -189,7 +217,12 @@ fn reject(conversation_id: u64, client_msg_id: &str, rejection: Rejection) -> Er
 
 /// Sends the `Error` frame, finishes the edge's half of the stream so the frame arrives,
 /// and stops the client's half with `ProtocolViolation`.
-async fn violation(sink: &FrameSink, recv: &mut RecvStream, session: &Session, error: ErrorFrame) {
+async fn violation(
+    sink: &FrameSink,
+    recv: &mut Box<dyn StreamRecv>,
+    session: &Session,
+    error: ErrorFrame,
+) {
     debug!(
         conn_id = session.conn_id,
         user = %session.user,
@@ -197,7 +230,7 @@ async fn violation(sink: &FrameSink, recv: &mut RecvStream, session: &Session, e
         reason = %error.message,
         "protocol violation on conversation stream"
     );
-    let _ = recv.stop(VarInt::from_u32(CloseCode::ProtocolViolation.as_u32()));
+    recv.stop(CloseCode::ProtocolViolation);
     let _ = sink.send(&Frame::Error(error)).await;
     sink.finish().await;
 }

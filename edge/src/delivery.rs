@@ -2,13 +2,13 @@
 //! conversation, opened on the first delivery and carrying `Deliver` frames in `seq` order.
 //!
 //! The client writes `DeliveryAck` frames back on the same stream; the edge records the
-//! highest acknowledged `seq` per conversation.
+//! highest acknowledged `seq` per conversation with [`record_ack`]. WebSocket sessions
+//! have no streams and write deliveries to their socket (`websocket`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quinn::{Connection, RecvStream, VarInt};
 use tidings_schema::codec::{self, ReadError};
 use tidings_schema::error::{CloseCode, ErrorCode};
 use tidings_schema::frame::{ErrorFrame, Frame};
@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, trace};
 
+use crate::metrics::EdgeMetrics;
 use crate::registry::EncodedDelivery;
+use crate::streams::{SharedConnection, StreamRecv};
 use crate::writer::{FrameSink, WeakFrameSink};
 
 /// Frames queued per delivery stream before the session's dispatcher waits.
@@ -37,6 +39,13 @@ pub struct DeliveryConfig {
 /// Highest acknowledged `seq` per conversation, written by the ack readers.
 pub type AckCursors = Arc<Mutex<HashMap<u64, u64>>>;
 
+/// Records that the client holds every message of `conversation_id` up to `seq`.
+pub fn record_ack(cursors: &AckCursors, conversation_id: u64, seq: u64) {
+    let mut cursors = cursors.lock().unwrap_or_else(|poison| poison.into_inner());
+    let cursor = cursors.entry(conversation_id).or_default();
+    *cursor = (*cursor).max(seq);
+}
+
 struct OpenStream {
     sink: FrameSink,
     last_used: Instant,
@@ -47,10 +56,11 @@ struct OpenStream {
 /// Delivers queued messages on the session's delivery streams until the queue closes,
 /// the connection is lost, or `cancel` fires.
 pub async fn run_delivery_streams(
-    connection: Connection,
+    connection: SharedConnection,
     mut queue: mpsc::Receiver<Arc<EncodedDelivery>>,
     config: DeliveryConfig,
     cursors: AckCursors,
+    metrics: Arc<EdgeMetrics>,
     cancel: CancellationToken,
 ) {
     let mut streams: HashMap<u64, OpenStream> = HashMap::new();
@@ -65,23 +75,24 @@ pub async fn run_delivery_streams(
                 let Some(delivery) = delivery else { break };
                 let delivered =
                     deliver(&connection, &mut streams, &delivery, config, &cursors).await;
-                if delivered.is_err() {
+                if delivered.is_none() {
                     break;
                 }
+                EdgeMetrics::inc(&metrics.session_deliveries);
             }
         }
     }
 }
 
 /// Writes one delivery to its conversation's stream, opening the stream when needed.
-/// Fails only when the connection is gone.
+/// Returns `None` only when the connection is gone.
 async fn deliver(
-    connection: &Connection,
+    connection: &SharedConnection,
     streams: &mut HashMap<u64, OpenStream>,
     delivery: &EncodedDelivery,
     config: DeliveryConfig,
     cursors: &AckCursors,
-) -> Result<(), quinn::ConnectionError> {
+) -> Option<()> {
     let conversation_id = delivery.conversation_id;
     trace!(conversation_id, seq = delivery.seq, "deliver");
     if let Some(stream) = streams.get_mut(&conversation_id) {
@@ -92,7 +103,7 @@ async fn deliver(
             .await
             .is_ok()
         {
-            return Ok(());
+            return Some(());
         }
         // The client stopped the stream; open a fresh one for this delivery.
         streams.remove(&conversation_id);
@@ -101,12 +112,12 @@ async fn deliver(
     if streams.len() >= config.max_streams.max(1) {
         close_least_recent(streams);
     }
-    let (send, recv) = connection.open_bi().await?;
-    let span = debug_span!("delivery_stream", stream_id = %send.id(), conversation_id);
-    let sink = FrameSink::spawn(send, STREAM_QUEUE, span.clone());
+    let stream = connection.open_bi().await?;
+    let span = debug_span!("delivery_stream", stream_id = stream.id, conversation_id);
+    let sink = FrameSink::spawn(stream.send, STREAM_QUEUE, span.clone());
     let (stop_reader, stop) = oneshot::channel();
     let reader = read_acks(
-        recv,
+        stream.recv,
         conversation_id,
         sink.downgrade(),
         Arc::clone(cursors),
@@ -125,7 +136,7 @@ async fn deliver(
             stop_reader,
         },
     );
-    Ok(())
+    Some(())
 }
 
 fn close_least_recent(streams: &mut HashMap<u64, OpenStream>) {
@@ -161,7 +172,7 @@ fn close_idle(streams: &mut HashMap<u64, OpenStream>, idle_timeout: Duration, no
 
 /// Reads the client's `DeliveryAck` frames and records the highest `seq`.
 async fn read_acks(
-    mut recv: RecvStream,
+    mut recv: Box<dyn StreamRecv>,
     conversation_id: u64,
     sink: WeakFrameSink,
     cursors: AckCursors,
@@ -174,7 +185,7 @@ async fn read_acks(
                 // NOTE: acks still in flight are dropped. Nothing reads the recorded
                 // cursors yet, and clients resync from their own cursors.
                 if let Ok(code) = code {
-                    let _ = recv.stop(VarInt::from_u32(code.as_u32()));
+                    recv.stop(code);
                 }
                 return;
             }
@@ -183,9 +194,7 @@ async fn read_acks(
         let violation = match read {
             Ok(Some(Frame::DeliveryAck(ack))) if ack.conversation_id == conversation_id => {
                 trace!(seq = ack.seq, "delivery ack");
-                let mut cursors = cursors.lock().unwrap_or_else(|poison| poison.into_inner());
-                let cursor = cursors.entry(conversation_id).or_default();
-                *cursor = (*cursor).max(ack.seq);
+                record_ack(&cursors, conversation_id, ack.seq);
                 continue;
             }
             Ok(Some(Frame::DeliveryAck(ack))) => (
@@ -219,7 +228,7 @@ async fn read_acks(
                 .send(&Frame::Error(error_frame(conversation_id, violation)))
                 .await;
         }
-        let _ = recv.stop(VarInt::from_u32(CloseCode::ProtocolViolation.as_u32()));
+        recv.stop(CloseCode::ProtocolViolation);
         return;
     }
 }

@@ -1,32 +1,52 @@
-//! The QUIC endpoint: start, accept, dispatch by ALPN, shutdown.
+//! The edge's listeners: the QUIC endpoint (native and HTTP/3, dispatched by ALPN), the
+//! HTTP port, start, certificate rotation and shutdown.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, Incoming, TransportConfig, VarInt};
 use tidings_relay::Router;
 use tidings_schema::error::CloseCode;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, debug_span, field, info};
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
+use tracing::{Instrument, debug, debug_span, field, info, warn};
 
 use crate::auth::TokenVerifier;
+use crate::certs::CertStore;
 use crate::config::EdgeConfig;
-use crate::connection::serve_native;
+use crate::connection::serve_streams;
 use crate::fanout::run_dispatcher;
+use crate::http::serve_http;
+use crate::http3::serve_h3;
+use crate::metrics::{EdgeMetrics, Transport};
+use crate::origin::OriginPolicy;
 use crate::registry::SessionRegistry;
 use crate::stamp::Stamper;
-use crate::tls::{self, ALPN_TIDINGS, TlsError};
+use crate::streams::NativeConnection;
+use crate::tls::{ALPN_H3, ALPN_TIDINGS, TlsError};
 
 /// Maximum wait in `shutdown` for sessions to send their `Close` frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Highest Snowflake node id.
 const MAX_NODE_ID: u16 = 1023;
+
+/// Longest sleep of the certificate rotation task, so a suspended machine catches up
+/// soon after it wakes.
+const MAX_ROTATION_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK encoder
+/// and decoder); native connections use none and have theirs stopped.
+const MAX_UNI_STREAMS: u32 = 8;
+
+/// Bidirectional streams beyond the conversation streams: the control stream, and on
+/// HTTP/3 the CONNECT stream and a few plain requests.
+const EXTRA_BIDI_STREAMS: u32 = 4;
 
 /// Failure to start the edge.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +62,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to bind the HTTP port on {addr}: {source}; pick a free port or 0")]
+    BindHttp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// State shared by every task of the edge.
@@ -51,37 +77,79 @@ pub struct EdgeShared {
     pub router: Router,
     pub stamper: Stamper,
     pub registry: Arc<SessionRegistry>,
+    pub metrics: Arc<EdgeMetrics>,
+    pub certs: Arc<CertStore>,
+    pub origins: OriginPolicy,
     pub shutdown: CancellationToken,
     connections: TaskTracker,
     next_conn_id: AtomicU64,
+}
+
+impl EdgeShared {
+    /// Returns a connection id not used before on this edge.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a connection served outside the QUIC accept loop, so `shutdown` waits for
+    /// it to send its `Close` frame. The connection is done when the token is dropped.
+    pub fn track_connection(&self) -> TaskTrackerToken {
+        self.connections.token()
+    }
 }
 
 /// The edge node.
 pub struct Edge;
 
 impl Edge {
-    /// Binds the endpoint, registers with every owner for fan-out and starts accepting.
-    /// Must be called inside a tokio runtime.
+    /// Binds the QUIC endpoint (and `[::1]` beside `127.0.0.1`), the HTTP port when
+    /// configured, registers with every owner for fan-out and starts accepting. Must be
+    /// called inside a tokio runtime.
     pub async fn start(
         config: EdgeConfig,
         verifier: TokenVerifier,
         router: Router,
     ) -> Result<EdgeHandle, StartError> {
         validate(&config)?;
-        let server_config = quinn_server_config(&config)?;
-        let endpoint =
-            Endpoint::server(server_config, config.listen).map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let certs = Arc::new(CertStore::load(
+            &config.tls,
+            config.cert_rotation,
+            SystemTime::now(),
+        )?);
+        let server_config = quinn_server_config(&config, &certs)?;
+        let endpoint = bind_quic(&server_config, config.listen)?;
         let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
+        let mut endpoints = vec![endpoint];
+        if local_addr.ip().is_loopback() && local_addr.is_ipv4() {
+            // Chromium resolves `localhost` to ::1 for QUIC.
+            let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, local_addr.port()));
+            match bind_quic(&server_config, v6) {
+                Ok(endpoint) => endpoints.push(endpoint),
+                Err(error) => warn!(%error, "no QUIC listener on ::1; browsers must use 127.0.0.1"),
+            }
+        }
+
+        let http = match config.http_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::BindHttp { addr, source })?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().and_then(crate::http::local_addr);
+        let origins = OriginPolicy::new(&config.allowed_origins, http_addr);
 
         let shared = Arc::new(EdgeShared {
             stamper: Stamper::new(config.node_id),
             registry: Arc::new(SessionRegistry::default()),
+            metrics: Arc::new(EdgeMetrics::default()),
+            certs,
+            origins,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
@@ -89,25 +157,41 @@ impl Edge {
             verifier,
             router,
         });
-        for (owner_index, owner) in shared.router.owners().iter().enumerate() {
-            let dispatcher = run_dispatcher(
-                owner_index,
-                owner.clone(),
-                shared.config.edge_id.clone(),
-                Arc::clone(&shared.registry),
-                shared.shutdown.clone(),
-            );
-            tokio::spawn(dispatcher.instrument(debug_span!("dispatcher", owner_index)));
-        }
+        spawn_dispatchers(&shared);
+        tokio::spawn(rotate_certificates(Arc::clone(&shared)));
 
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
-        info!(%local_addr, edge_id = %shared.config.edge_id, "edge listening");
+        let mut tasks = Vec::new();
+        for endpoint in &endpoints {
+            tasks.push(tokio::spawn(accept_loop(
+                endpoint.clone(),
+                Arc::clone(&shared),
+            )));
+        }
+        if let Some(listener) = http {
+            tasks.push(tokio::spawn(serve_http(listener, Arc::clone(&shared))));
+        }
+        info!(%local_addr, http = ?http_addr, edge_id = %shared.config.edge_id, "edge listening");
         Ok(EdgeHandle {
             local_addr,
-            endpoint,
+            http_addr,
+            endpoints,
             shared,
-            accept: Some(accept),
+            tasks,
         })
+    }
+}
+
+fn spawn_dispatchers(shared: &Arc<EdgeShared>) {
+    for (owner_index, owner) in shared.router.owners().iter().enumerate() {
+        let dispatcher = run_dispatcher(
+            owner_index,
+            owner.clone(),
+            shared.config.edge_id.clone(),
+            Arc::clone(&shared.registry),
+            Arc::clone(&shared.metrics),
+            shared.shutdown.clone(),
+        );
+        tokio::spawn(dispatcher.instrument(debug_span!("dispatcher", owner_index)));
     }
 }
 
@@ -124,21 +208,37 @@ fn validate(config: &EdgeConfig) -> Result<(), StartError> {
         let message = "idle_timeout and hello_timeout must be above zero".to_owned();
         return Err(StartError::Config(message));
     }
+    let schedule = config.cert_rotation;
+    if schedule.switch_before >= schedule.prepare_before {
+        let message = format!(
+            "cert_rotation.switch_before ({:?}) must be shorter than prepare_before ({:?})",
+            schedule.switch_before, schedule.prepare_before
+        );
+        return Err(StartError::Config(message));
+    }
     Ok(())
 }
 
-fn quinn_server_config(config: &EdgeConfig) -> Result<quinn::ServerConfig, StartError> {
-    // NOTE: this is the ALPN dispatch point; offering `h3` here and handling it in
-    // `serve_incoming` adds HTTP/3 on the same port.
-    let tls = tls::server_config(&config.tls, &[ALPN_TIDINGS])?;
+fn bind_quic(config: &quinn::ServerConfig, addr: SocketAddr) -> Result<Endpoint, StartError> {
+    Endpoint::server(config.clone(), addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+fn quinn_server_config(
+    config: &EdgeConfig,
+    certs: &Arc<CertStore>,
+) -> Result<quinn::ServerConfig, StartError> {
+    // Both protocols share the port; `serve_incoming` dispatches on the negotiated ALPN.
+    let tls = crate::tls::resolver_config(Arc::clone(certs) as _, &[ALPN_TIDINGS, ALPN_H3])?;
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|error| StartError::Config(format!("TLS config unusable for QUIC: {error}")))?;
 
     let mut transport = TransportConfig::default();
-    // One control stream plus the conversation streams.
-    let bidi = config.limits.max_conversation_streams.saturating_add(1);
+    let bidi = config
+        .limits
+        .max_conversation_streams
+        .saturating_add(EXTRA_BIDI_STREAMS);
     transport.max_concurrent_bidi_streams(VarInt::from_u32(bidi));
-    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
     let idle = IdleTimeout::try_from(config.idle_timeout).map_err(|_| {
         StartError::Config(format!(
             "idle_timeout {:?} is too large",
@@ -154,6 +254,27 @@ fn quinn_server_config(config: &EdgeConfig) -> Result<quinn::ServerConfig, Start
     Ok(server)
 }
 
+/// Advances the certificate rotation on the wall clock until shutdown.
+async fn rotate_certificates(shared: Arc<EdgeShared>) {
+    loop {
+        let Some(wait) = shared.certs.next_rotation_in(SystemTime::now()) else {
+            return;
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait.min(MAX_ROTATION_SLEEP)) => {}
+        }
+        if let Err(error) = shared.certs.rotate(SystemTime::now()) {
+            // The current leaf stays in use; the next loop retries within the hour.
+            warn!(%error, "failed to issue the next TLS leaf");
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(MAX_ROTATION_SLEEP) => {}
+            }
+        }
+    }
+}
+
 async fn accept_loop(endpoint: Endpoint, shared: Arc<EdgeShared>) {
     loop {
         let incoming = tokio::select! {
@@ -161,7 +282,7 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<EdgeShared>) {
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
-        let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let conn_id = shared.next_connection_id();
         let peer = incoming.remote_address();
         let span = debug_span!("conn", conn_id, %peer, alpn = field::Empty, user = field::Empty);
         let task = serve_incoming(incoming, Arc::clone(&shared), conn_id);
@@ -171,14 +292,13 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<EdgeShared>) {
 
 /// Completes the handshake and hands the connection to the protocol its ALPN names.
 async fn serve_incoming(incoming: Incoming, shared: Arc<EdgeShared>, conn_id: u64) {
-    let connecting = match incoming.accept() {
+    let mut connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(error) => {
             debug!(%error, "incoming connection failed");
             return;
         }
     };
-    let mut connecting = connecting;
     let alpn = match connecting.handshake_data().await {
         Ok(data) => data
             .downcast::<HandshakeData>()
@@ -204,7 +324,13 @@ async fn serve_incoming(incoming: Incoming, shared: Arc<EdgeShared>, conn_id: u6
     };
     debug!("connection established");
     match alpn.as_deref() {
-        Some(ALPN_TIDINGS) => serve_native(connection, shared, conn_id).await,
+        Some(ALPN_TIDINGS) => {
+            shared.metrics.connection(Transport::Native);
+            tokio::spawn(reject_uni_streams(connection.clone()));
+            let native = Arc::new(NativeConnection(connection));
+            serve_streams(native, shared, conn_id, Transport::Native).await;
+        }
+        Some(ALPN_H3) => serve_h3(connection, shared, conn_id).await,
         _ => {
             // rustls only completes handshakes for offered protocols, so this is reached
             // only if a protocol is offered without a handler.
@@ -217,12 +343,21 @@ async fn serve_incoming(incoming: Incoming, shared: Arc<EdgeShared>, conn_id: u6
     }
 }
 
+/// Stops every unidirectional stream of a native connection: the protocol has none, and
+/// the transport allows a few for HTTP/3 on the same port.
+async fn reject_uni_streams(connection: quinn::Connection) {
+    while let Ok(mut stream) = connection.accept_uni().await {
+        let _ = stream.stop(VarInt::from_u32(CloseCode::ProtocolViolation.as_u32()));
+    }
+}
+
 /// A running edge. Dropping it without `shutdown` closes the endpoint abruptly.
 pub struct EdgeHandle {
     local_addr: SocketAddr,
-    endpoint: Endpoint,
+    http_addr: Option<SocketAddr>,
+    endpoints: Vec<Endpoint>,
     shared: Arc<EdgeShared>,
-    accept: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl EdgeHandle {
@@ -231,9 +366,45 @@ impl EdgeHandle {
         self.local_addr
     }
 
+    /// Returns every UDP address the edge listens on: the configured one and, when that
+    /// is `127.0.0.1`, the same port on `::1` if it could be bound.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let addrs = self
+            .endpoints
+            .iter()
+            .filter_map(|endpoint| endpoint.local_addr().ok());
+        addrs.collect()
+    }
+
+    /// Returns the TCP address of the HTTP port, when one is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Returns the edge's counters.
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.shared.metrics
+    }
+
+    /// Returns the certificates the edge presents, and their rotation.
+    pub fn certificates(&self) -> &CertStore {
+        &self.shared.certs
+    }
+
     /// Returns the number of authenticated sessions on this edge.
     pub fn session_count(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// Ends every session of `user` on this edge: each gets a `Close` frame with `code`
+    /// and `reason`, then its transport is closed. Returns the number of sessions.
+    pub fn kick(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let sessions = self.shared.registry.sessions(user);
+        for session in &sessions {
+            session.end(code, reason);
+        }
+        info!(user, %code, sessions = sessions.len(), "sessions kicked");
+        sessions.len()
     }
 
     /// Stops accepting, sends every session a `Close` frame, closes their connections with
@@ -241,25 +412,31 @@ impl EdgeHandle {
     pub async fn shutdown(mut self) {
         info!(local_addr = %self.local_addr, "edge shutting down");
         self.shared.shutdown.cancel();
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.await;
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
         }
         self.shared.connections.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.shared.connections.wait()).await;
-        self.endpoint.close(
-            VarInt::from_u32(CloseCode::ServerShutdown.as_u32()),
-            b"the edge is shutting down",
-        );
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
+        for endpoint in &self.endpoints {
+            endpoint.close(
+                VarInt::from_u32(CloseCode::ServerShutdown.as_u32()),
+                b"the edge is shutting down",
+            );
+        }
+        for endpoint in &self.endpoints {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+        }
     }
 }
 
 impl Drop for EdgeHandle {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
-        self.endpoint.close(
-            VarInt::from_u32(CloseCode::ServerShutdown.as_u32()),
-            b"the edge is shutting down",
-        );
+        for endpoint in &self.endpoints {
+            endpoint.close(
+                VarInt::from_u32(CloseCode::ServerShutdown.as_u32()),
+                b"the edge is shutting down",
+            );
+        }
     }
 }

@@ -1,22 +1,39 @@
 //! Fan-out from owners to local sessions: one dispatcher task per owner.
+//!
+//! Each dispatcher also keeps the owner's registration of this edge current. It sends the
+//! full set of users with sessions here when it starts (a remote owner gets it again after
+//! every reconnect), then each arrival or departure, and a renewal before the lease runs
+//! out. The owner sends this edge one copy of a message when a recipient is registered
+//! here, and the dispatcher resolves the recipients to their local sessions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_relay::OwnerHandle;
+use tidings_relay::handle::UserSource;
 use tidings_schema::frame::{Deliver, Frame};
 use tidings_schema::mesh::Delivery;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{trace, warn};
 
-use crate::registry::{EncodedDelivery, SessionRegistry};
+use crate::metrics::EdgeMetrics;
+use crate::registry::{EncodedDelivery, SessionRegistry, UserChange};
 use crate::writer;
 
 /// Pause before attaching again after an owner closed this edge's delivery queue.
 const REATTACH_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long an owner keeps this edge's registration without a renewal.
+pub const REGISTRATION_LEASE: Duration = Duration::from_secs(30);
+
+/// How often the registration is renewed: a third of the lease, so two renewals can be
+/// lost before it expires.
+const REGISTRATION_RENEWAL: Duration = Duration::from_secs(10);
+
 /// Routes every delivery from one owner to the local sessions of its recipients until
-/// `shutdown` fires.
+/// `shutdown` fires, and keeps this edge's user registration with the owner current.
 ///
 /// An owner closes an edge's queue when the edge falls too far behind; the dispatcher
 /// then attaches again, and clients fill the gap from history by their seq cursors.
@@ -25,12 +42,30 @@ pub async fn run_dispatcher(
     owner: OwnerHandle,
     edge_id: String,
     registry: Arc<SessionRegistry>,
+    metrics: Arc<EdgeMetrics>,
     shutdown: CancellationToken,
 ) {
+    // NOTE: subscribe before the full set is read, so no arrival falls between the two.
+    let mut changes = registry.subscribe();
+    let users: Arc<dyn UserSource> = registry.clone();
+    owner.register_users(&edge_id, users, REGISTRATION_LEASE);
+    let mut renewal = tokio::time::interval(REGISTRATION_RENEWAL);
+    renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renewal.reset();
+
     let mut deliveries = owner.attach_edge(&edge_id);
     loop {
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(change) = changes.recv() => {
+                let (added, removed) = drain_changes(change, &mut changes);
+                owner.update_registration(&edge_id, added, removed, REGISTRATION_LEASE);
+                continue;
+            }
+            _ = renewal.tick() => {
+                owner.update_registration(&edge_id, Vec::new(), Vec::new(), REGISTRATION_LEASE);
+                continue;
+            }
             delivery = deliveries.recv() => delivery,
         };
         let Some(delivery) = delivery else {
@@ -43,8 +78,36 @@ pub async fn run_dispatcher(
             deliveries = owner.attach_edge(&edge_id);
             continue;
         };
+        EdgeMetrics::inc(&metrics.owner_deliveries);
         dispatch(&registry, &delivery);
     }
+}
+
+/// Collects `first` and every change already queued into the users to add and remove,
+/// keeping only the latest change of each user.
+fn drain_changes(
+    first: UserChange,
+    changes: &mut mpsc::UnboundedReceiver<UserChange>,
+) -> (Vec<String>, Vec<String>) {
+    let mut latest: HashMap<String, bool> = HashMap::new();
+    let mut next = Some(first);
+    while let Some(change) = next {
+        match change {
+            UserChange::Online(user) => latest.insert(user, true),
+            UserChange::Offline(user) => latest.insert(user, false),
+        };
+        next = changes.try_recv().ok();
+    }
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    for (user, online) in latest {
+        if online {
+            added.push(user);
+        } else {
+            removed.push(user);
+        }
+    }
+    (added, removed)
 }
 
 /// Offers one delivery to every recipient session, except the device that sent it.

@@ -14,6 +14,7 @@
 //! (`delivery`, fed by `fanout`). Every stream has one writer task (`writer`).
 
 pub mod auth;
+pub mod certs;
 pub mod config;
 mod connection;
 mod control;
@@ -21,14 +22,26 @@ mod conversation;
 mod delivery;
 mod endpoint;
 mod fanout;
+mod hello;
+pub mod http;
+mod http3;
+pub mod metrics;
+pub mod origin;
 pub mod rate;
 mod registry;
 mod session;
 mod stamp;
+mod streams;
 pub mod tls;
+pub mod websocket;
+mod webtransport;
 mod writer;
 
 pub use auth::{Claims, KeyError, KeySource, TokenSigner, TokenVerifier};
+pub use certs::{CertHashes, CertStore, RotationSchedule};
 pub use config::{EdgeConfig, RateConfig, TlsSource};
 pub use endpoint::{Edge, EdgeHandle, StartError};
-pub use tls::{ALPN_TIDINGS, DevPki, TlsError};
+pub use http::WEBSOCKET_PATH;
+pub use http3::WEBTRANSPORT_PATH;
+pub use metrics::{EdgeMetrics, Transport};
+pub use tls::{ALPN_H3, ALPN_TIDINGS, DevPki, TlsError};

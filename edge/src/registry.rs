@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use quinn::VarInt;
+use tidings_relay::handle::UserSource;
 use tidings_schema::error::CloseCode;
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use crate::session::EndSignal;
 
 /// One committed message encoded once as a `Deliver` frame, shared by every session
 /// that receives it.
@@ -27,7 +29,7 @@ pub struct SessionEntry {
     pub user: String,
     pub device_id: String,
     queue: mpsc::Sender<Arc<EncodedDelivery>>,
-    connection: quinn::Connection,
+    end_signal: EndSignal,
     overflowed: AtomicBool,
 }
 
@@ -38,7 +40,7 @@ impl SessionEntry {
         user: String,
         device_id: String,
         queue: mpsc::Sender<Arc<EncodedDelivery>>,
-        connection: quinn::Connection,
+        end_signal: EndSignal,
     ) -> SessionEntry {
         SessionEntry {
             conn_id,
@@ -46,13 +48,13 @@ impl SessionEntry {
             user,
             device_id,
             queue,
-            connection,
+            end_signal,
             overflowed: AtomicBool::new(false),
         }
     }
 
     /// Queues a delivery without waiting. A full queue means the client reads slower than
-    /// its conversations move, so the connection is closed with `InternalError`: the client
+    /// its conversations move, so the session is closed with `InternalError`: the client
     /// reconnects and syncs from its cursors instead of silently missing messages.
     pub fn offer(&self, delivery: &Arc<EncodedDelivery>) {
         match self.queue.try_send(Arc::clone(delivery)) {
@@ -66,9 +68,9 @@ impl SessionEntry {
                         conversation_id = delivery.conversation_id,
                         "delivery queue full; closing the slow connection"
                     );
-                    self.connection.close(
-                        VarInt::from_u32(CloseCode::InternalError.as_u32()),
-                        b"delivery queue overflow; reconnect and sync",
+                    self.end(
+                        CloseCode::InternalError,
+                        "delivery queue overflow; reconnect and sync",
                     );
                 }
             }
@@ -78,10 +80,27 @@ impl SessionEntry {
     }
 }
 
-/// Maps user ids to their sessions on this edge.
+impl SessionEntry {
+    /// Ends the session: it gets a `Close` frame with `code` and `reason`, then its
+    /// transport is closed.
+    pub fn end(&self, code: CloseCode, reason: &str) {
+        self.end_signal.end(code, reason);
+    }
+}
+
+/// A user who got a first session on this edge or lost the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    Online(String),
+    Offline(String),
+}
+
+/// Maps user ids to their sessions on this edge, and tells subscribers when a user
+/// arrives or leaves, so owners learn which users this edge serves.
 #[derive(Default)]
 pub struct SessionRegistry {
     by_user: RwLock<HashMap<String, Vec<Arc<SessionEntry>>>>,
+    watchers: Mutex<Vec<mpsc::UnboundedSender<UserChange>>>,
 }
 
 impl SessionRegistry {
@@ -90,7 +109,14 @@ impl SessionRegistry {
             .by_user
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        by_user.entry(entry.user.clone()).or_default().push(entry);
+        let user = entry.user.clone();
+        let sessions = by_user.entry(user.clone()).or_default();
+        sessions.push(entry);
+        if sessions.len() == 1 {
+            // NOTE: sent under the write lock, so changes reach subscribers in the
+            // order the registry made them.
+            self.notify(UserChange::Online(user));
+        }
     }
 
     pub fn remove(&self, user: &str, session_id: u64) {
@@ -102,8 +128,27 @@ impl SessionRegistry {
             sessions.retain(|entry| entry.session_id != session_id);
             if sessions.is_empty() {
                 by_user.remove(user);
+                self.notify(UserChange::Offline(user.to_owned()));
             }
         }
+    }
+
+    /// Returns a receiver of every later arrival and departure of a user.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<UserChange> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.lock_watchers().push(sender);
+        receiver
+    }
+
+    fn notify(&self, change: UserChange) {
+        self.lock_watchers()
+            .retain(|watcher| watcher.send(change.clone()).is_ok());
+    }
+
+    fn lock_watchers(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<UserChange>>> {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Returns the sessions of `user`, a snapshot that stays valid without the lock.
@@ -122,5 +167,15 @@ impl SessionRegistry {
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
         by_user.values().map(Vec::len).sum()
+    }
+}
+
+impl UserSource for SessionRegistry {
+    fn users(&self) -> Vec<String> {
+        let by_user = self
+            .by_user
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        by_user.keys().cloned().collect()
     }
 }

@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -20,8 +21,19 @@ use crate::config::TlsSource;
 /// ALPN of the native Tidings protocol.
 pub const ALPN_TIDINGS: &[u8] = b"tidings/1";
 
+/// ALPN of HTTP/3, which carries WebTransport and plain requests on the QUIC port.
+pub const ALPN_H3: &[u8] = b"h3";
+
 /// Names the development leaf certificate is valid for.
 const DEV_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Total validity of a development leaf, backdating included. Chromium accepts a
+/// certificate pinned with `serverCertificateHashes` only when it is valid for at most
+/// 14 days.
+pub const LEAF_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+
+/// How far a new leaf's `not_before` lies in the past, to absorb client clock skew.
+const LEAF_BACKDATE: Duration = Duration::from_secs(3600);
 
 /// Failure to load or create TLS material.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +55,9 @@ pub enum TlsError {
 
 /// A development PKI: a long-lived ECDSA P-256 CA and a leaf certificate it signed for
 /// `localhost`, `127.0.0.1` and `::1`. Clients trust `ca.pem`.
+///
+/// `server.pem` holds a leaf for tools that read a file. The edge itself serves leaves it
+/// issues in memory with [`DevPki::issue_leaf`] and rotates before they expire.
 #[derive(Debug, Clone)]
 pub struct DevPki {
     pub ca_cert: PathBuf,
@@ -56,8 +71,8 @@ impl DevPki {
     ///
     /// Existing files are reused. A missing leaf is signed by the existing CA, so clients
     /// that trust `ca.pem` keep working.
-    // NOTE: the leaf is not renewed when it nears expiry because reading its validity needs
-    // an X.509 parser; delete `server.pem` to get a fresh one.
+    // NOTE: `server.pem` is not renewed when it nears expiry because reading its validity
+    // needs an X.509 parser; delete it to get a fresh one.
     pub fn load_or_create(dir: &Path) -> Result<DevPki, TlsError> {
         fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
         let pki = DevPki {
@@ -85,12 +100,44 @@ impl DevPki {
             // leaf's issuer name and authority key id match the stored CA certificate.
             let issuer = Issuer::new(ca_params(), ca_key);
             let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            let leaf = leaf_params()?.signed_by(&leaf_key, &issuer)?;
+            let leaf = leaf_params(SystemTime::now())?.signed_by(&leaf_key, &issuer)?;
             write_private(&pki.server_key, &leaf_key.serialize_pem())?;
             write_file(&pki.server_cert, &leaf.pem())?;
         }
         Ok(pki)
     }
+
+    /// Issues a fresh ECDSA P-256 leaf signed by the CA, valid from an hour before `now`
+    /// for [`LEAF_VALIDITY`] in total. Returns the DER certificate and its PKCS#8 key.
+    pub fn issue_leaf(&self, now: SystemTime) -> Result<IssuedLeaf, TlsError> {
+        let pem = read_string(&self.ca_key)?;
+        let ca_key = KeyPair::from_pem(&pem).map_err(|error| pem_error(&self.ca_key, error))?;
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let leaf = leaf_params(now)?.signed_by(&leaf_key, &issuer)?;
+        let (not_before, not_after) = leaf_window(now);
+        Ok(IssuedLeaf {
+            cert: leaf.der().clone(),
+            key: PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            not_before,
+            not_after,
+        })
+    }
+}
+
+/// A leaf certificate issued by [`DevPki::issue_leaf`].
+#[derive(Debug)]
+pub struct IssuedLeaf {
+    pub cert: CertificateDer<'static>,
+    pub key: PrivateKeyDer<'static>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+/// Returns the validity window of a leaf issued at `now`.
+fn leaf_window(now: SystemTime) -> (SystemTime, SystemTime) {
+    let not_before = now - LEAF_BACKDATE;
+    (not_before, not_before + LEAF_VALIDITY)
 }
 
 fn ca_params() -> CertificateParams {
@@ -109,7 +156,7 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn leaf_params() -> Result<CertificateParams, rcgen::Error> {
+fn leaf_params(now: SystemTime) -> Result<CertificateParams, rcgen::Error> {
     let names: Vec<String> = DEV_SERVER_NAMES
         .iter()
         .map(|name| name.to_string())
@@ -120,8 +167,9 @@ fn leaf_params() -> Result<CertificateParams, rcgen::Error> {
         .push(DnType::CommonName, "Tidings development server");
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = rcgen::date_time_ymd(2026, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    let (not_before, not_after) = leaf_window(now);
+    params.not_before = time::OffsetDateTime::from(not_before);
+    params.not_after = time::OffsetDateTime::from(not_after);
     Ok(params)
 }
 
@@ -157,6 +205,21 @@ pub fn server_config(source: &TlsSource, alpn: &[&[u8]]) -> Result<rustls::Serve
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(config)
+}
+
+/// Builds the rustls server config that presents the certificates `resolver` picks, for
+/// every handshake, offering `alpn` protocols.
+pub fn resolver_config(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(config)
 }

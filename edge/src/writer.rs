@@ -1,5 +1,6 @@
 //! One writer task per stream: frames queued from many tasks go out in order, and every
-//! frame waiting in the queue is written with a single `write_all`.
+//! frame waiting in the queue is written with a single `write_all`. A WebSocket session
+//! has one queue too, drained by its own writer (`websocket`).
 //!
 //! Coalescing matters because one write per small frame caps a sender core far below
 //! what batched writes reach.
@@ -7,11 +8,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::SendStream;
 use tidings_schema::codec;
 use tidings_schema::frame::Frame;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span, debug, trace};
+
+use crate::streams::StreamSend;
 
 /// Maximum bytes gathered into one write; the rest waits for the next write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -19,7 +22,8 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Maximum wait for the peer to acknowledge a finished stream.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-enum Outgoing {
+pub enum Outgoing {
+    /// One length-prefixed frame.
     Frame(Bytes),
     /// Write what is queued, finish the stream, wait for the peer's acknowledgement
     /// (bounded by [`FLUSH_TIMEOUT`]) and report back.
@@ -54,10 +58,16 @@ impl FrameSink {
     /// Spawns the writer task for `stream` with a queue of `capacity` frames, inside `span`.
     ///
     /// The task finishes the stream once every `FrameSink` clone is dropped.
-    pub fn spawn(stream: SendStream, capacity: usize, span: Span) -> FrameSink {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
+    pub fn spawn(stream: Box<dyn StreamSend>, capacity: usize, span: Span) -> FrameSink {
+        let (sink, receiver) = FrameSink::channel(capacity);
         tokio::spawn(run_writer(stream, receiver).instrument(span));
-        FrameSink { queue }
+        sink
+    }
+
+    /// Creates a sink whose queue the caller drains, for writers that are not streams.
+    pub fn channel(capacity: usize) -> (FrameSink, mpsc::Receiver<Outgoing>) {
+        let (queue, receiver) = mpsc::channel(capacity.max(1));
+        (FrameSink { queue }, receiver)
     }
 
     /// Encodes and queues one frame, waiting while the queue is full.
@@ -97,7 +107,7 @@ pub fn encode(frame: &Frame) -> Bytes {
     Bytes::from(out)
 }
 
-async fn run_writer(mut stream: SendStream, mut queue: mpsc::Receiver<Outgoing>) {
+async fn run_writer(mut stream: Box<dyn StreamSend>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(4096);
     while let Some(first) = queue.recv().await {
         let mut finish = None;
@@ -124,16 +134,10 @@ async fn run_writer(mut stream: SendStream, mut queue: mpsc::Receiver<Outgoing>)
             batch.clear();
         }
         if let Some(done) = finish {
-            finish_and_wait(&mut stream).await;
+            stream.finish().await;
             let _ = done.send(());
             return;
         }
     }
-    finish_and_wait(&mut stream).await;
-}
-
-async fn finish_and_wait(stream: &mut SendStream) {
-    if stream.finish().is_ok() {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, stream.stopped()).await;
-    }
+    stream.finish().await;
 }

@@ -44,6 +44,7 @@ async fn pipelined_requests_get_their_replies() -> Result<()> {
         bail!("the history request got no Error")
     };
     assert_eq!(error.request_id, 6);
+    assert_eq!(error.conversation_id, 42);
     let expected = [ErrorCode::UnknownConversation, ErrorCode::NotMember];
     assert!(
         expected.contains(&error.code),

@@ -6,6 +6,7 @@
 //! ```toml
 //! [cluster]
 //! token_key = "token.key"      # HS256 secret shared by every edge
+//! mesh_ca = "mesh/ca.pem"      # CA of the mesh certificates; omit for a plain-TCP mesh
 //!
 //! [[node]]
 //! id = "owner-1"
@@ -17,14 +18,20 @@
 //! id = "edge-1"
 //! roles = ["edge"]
 //! quic = "127.0.0.1:4433"
+//! http = "127.0.0.1:8080"     # optional: WebSocket fallback, health and /metrics
 //! snowflake_node = 1
 //! ```
+//!
+//! With `mesh_ca`, each node presents `mesh_cert` and `mesh_key`, which default to
+//! `<id>.pem` and `<id>.key` in the CA's folder (the layout `tidings cluster up` writes).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::mesh_tls::MeshTlsPaths;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -60,6 +67,9 @@ pub struct ClusterSettings {
     pub token_public_key: Option<PathBuf>,
     /// Folder for the edges' development TLS certificates.
     pub tls_dir: Option<PathBuf>,
+    /// CA certificate (PEM) that every mesh certificate must chain to. Without it the
+    /// mesh runs over plain TCP.
+    pub mesh_ca: Option<PathBuf>,
 }
 
 /// One node of the cluster.
@@ -72,6 +82,12 @@ pub struct NodeConfig {
     pub mesh: Option<SocketAddr>,
     /// Client QUIC address; required for edges.
     pub quic: Option<SocketAddr>,
+    /// HTTP address of an edge (WebSocket fallback, health checks, `/metrics`).
+    pub http: Option<SocketAddr>,
+    /// Mesh certificate chain (PEM); defaults to `<id>.pem` next to the mesh CA.
+    pub mesh_cert: Option<PathBuf>,
+    /// Mesh private key (PEM); defaults to `<id>.key` next to the mesh CA.
+    pub mesh_key: Option<PathBuf>,
     /// Storage folder of an owner.
     pub data_dir: Option<PathBuf>,
     /// Relative share of virtual shards an owner takes.
@@ -132,12 +148,15 @@ impl ClusterFile {
             token_key: resolve(raw.cluster.token_key),
             token_public_key: resolve(raw.cluster.token_public_key),
             tls_dir: resolve(raw.cluster.tls_dir),
+            mesh_ca: resolve(raw.cluster.mesh_ca),
         };
         let nodes = raw
             .nodes
             .into_iter()
             .map(|node| NodeConfig {
                 data_dir: resolve(node.data_dir),
+                mesh_cert: resolve(node.mesh_cert),
+                mesh_key: resolve(node.mesh_key),
                 ..node
             })
             .collect();
@@ -225,6 +244,23 @@ impl ClusterFile {
     /// Edge nodes in file order.
     pub fn edges(&self) -> impl Iterator<Item = &NodeConfig> {
         self.nodes.iter().filter(|n| n.has_role(Role::Edge))
+    }
+
+    /// Returns the mesh TLS files of `node`, or `None` when the mesh runs without TLS.
+    pub fn mesh_tls_paths(&self, node: &NodeConfig) -> Option<MeshTlsPaths> {
+        let ca_cert = self.settings.mesh_ca.clone()?;
+        let folder = ca_cert.parent().unwrap_or(Path::new(".")).to_owned();
+        Some(MeshTlsPaths {
+            cert: node
+                .mesh_cert
+                .clone()
+                .unwrap_or_else(|| folder.join(format!("{}.pem", node.id))),
+            key: node
+                .mesh_key
+                .clone()
+                .unwrap_or_else(|| folder.join(format!("{}.key", node.id))),
+            ca_cert,
+        })
     }
 }
 

@@ -1,13 +1,14 @@
 //! The edge's view of one owner node.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tidings_schema::Rejection;
-use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest};
+use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest, Registration};
 use tidings_store::Owner;
 use tokio::sync::mpsc;
 
-pub use crate::rpc::RemoteOwner;
+pub use crate::rpc::{RemoteOwner, UserSource};
 
 /// One owner node, local or remote, from an edge's point of view.
 #[derive(Clone)]
@@ -40,4 +41,45 @@ impl OwnerHandle {
             OwnerHandle::Remote(owner) => owner.attach_edge(edge_id),
         }
     }
+
+    /// Sends the owner the full set of users this edge serves, read from `users`; a
+    /// remote owner gets it again after every reconnect. The registration lasts `lease`
+    /// unless renewed by [`OwnerHandle::update_registration`].
+    pub fn register_users(&self, edge_id: &str, users: Arc<dyn UserSource>, lease: Duration) {
+        match self {
+            OwnerHandle::Local(owner) => owner.register_edge_users(&Registration {
+                edge_id: edge_id.to_owned(),
+                replace: true,
+                added: users.users(),
+                removed: Vec::new(),
+                lease_ms: lease_ms(lease),
+            }),
+            OwnerHandle::Remote(owner) => owner.register_users(users, lease),
+        }
+    }
+
+    /// Sends a change to the registered users, or renews the registration when both
+    /// lists are empty.
+    pub fn update_registration(
+        &self,
+        edge_id: &str,
+        added: Vec<String>,
+        removed: Vec<String>,
+        lease: Duration,
+    ) {
+        match self {
+            OwnerHandle::Local(owner) => owner.register_edge_users(&Registration {
+                edge_id: edge_id.to_owned(),
+                replace: false,
+                added,
+                removed,
+                lease_ms: lease_ms(lease),
+            }),
+            OwnerHandle::Remote(owner) => owner.update_registration(added, removed, lease),
+        }
+    }
+}
+
+fn lease_ms(lease: Duration) -> u32 {
+    u32::try_from(lease.as_millis()).unwrap_or(u32::MAX)
 }

@@ -8,6 +8,9 @@
 //! Versioning: an edge calls `Owner.open(version)` on the bootstrap capability and gets
 //! the `OwnerV1` capability back. An owner that speaks another version fails `open` with
 //! a message naming both versions, and the edge keeps retrying with backoff.
+//!
+//! Security: with a [`crate::mesh_tls::MeshTls`] every connection runs mutual TLS, and a
+//! peer without a certificate from the mesh CA is disconnected during the handshake.
 
 use std::future::Future;
 use std::io;
@@ -17,15 +20,17 @@ use std::sync::Arc;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::twoparty::VatNetwork;
 use futures::io::{BufReader, BufWriter};
+use tidings_schema::ErrorCode;
 use tidings_schema::Rejection;
-use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest};
+use tidings_schema::frame::ConversationInfo;
+use tidings_schema::mesh::{Delivery, InboxUpdate, OwnerReply, OwnerRequest, Registration};
 use tidings_store::Owner;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-pub use crate::rpc_client::{RemoteOwner, RemoteOwnerConfig};
-pub use crate::rpc_server::{OwnerServer, serve_owner, serve_service};
+pub use crate::rpc_client::{RemoteOwner, RemoteOwnerConfig, UserSource};
+pub use crate::rpc_server::{OwnerServer, serve_owner, serve_service, serve_service_with};
 
 /// Maximum number of deliveries the owner packs into one `EdgeSink.deliver` call.
 pub const MAX_DELIVERY_BATCH: usize = 256;
@@ -37,6 +42,9 @@ pub const MAX_DELIVER_CALLS_IN_FLIGHT: usize = 8;
 /// A boxed future that replies to one owner request.
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<OwnerReply, Rejection>> + Send>>;
 
+/// A boxed future of an owner-to-owner request.
+pub type PeerCallFuture<T> = Pin<Box<dyn Future<Output = Result<T, Rejection>> + Send>>;
+
 /// The owner operations an RPC server calls, implemented by the store's [`Owner`].
 ///
 /// The trait exists so the mesh can be tested and benchmarked against any owner that
@@ -47,6 +55,33 @@ pub trait OwnerService: Send + Sync + 'static {
 
     /// Registers an edge for fan-out, as [`Owner::attach_edge`] does.
     fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>>;
+
+    /// Records which users an edge serves, as [`Owner::register_edge_users`] does. It runs
+    /// before the RPC method returns, so registrations apply in the order they were sent.
+    fn register_users(&self, registration: &Registration);
+
+    /// Applies inbox changes from another owner, as [`Owner::update_inbox`] does.
+    fn update_inbox(self: Arc<Self>, updates: Vec<InboxUpdate>) -> PeerCallFuture<()> {
+        let _ = updates;
+        Box::pin(async { Err(unsupported("updateInbox")) })
+    }
+
+    /// Reads conversation rows for another owner, as [`Owner::conversations_by_id`] does.
+    fn conversations_by_id(
+        self: Arc<Self>,
+        user: String,
+        conversation_ids: Vec<u64>,
+    ) -> PeerCallFuture<Vec<ConversationInfo>> {
+        let _ = (user, conversation_ids);
+        Box::pin(async { Err(unsupported("conversationsById")) })
+    }
+}
+
+fn unsupported(method: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::Internal,
+        format!("this owner service does not implement {method}"),
+    )
 }
 
 impl OwnerService for Owner {
@@ -57,14 +92,31 @@ impl OwnerService for Owner {
     fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>> {
         Owner::attach_edge(self, edge_id)
     }
+
+    fn register_users(&self, registration: &Registration) {
+        Owner::register_edge_users(self, registration);
+    }
+
+    fn update_inbox(self: Arc<Self>, updates: Vec<InboxUpdate>) -> PeerCallFuture<()> {
+        Box::pin(async move { Owner::update_inbox(&self, updates).await })
+    }
+
+    fn conversations_by_id(
+        self: Arc<Self>,
+        user: String,
+        conversation_ids: Vec<u64>,
+    ) -> PeerCallFuture<Vec<ConversationInfo>> {
+        Box::pin(async move { Owner::conversations_by_id(&self, user, conversation_ids).await })
+    }
 }
 
-/// Wraps a TCP stream in a two-party vat network for one side of the mesh.
-pub(crate) fn vat_network(
-    stream: TcpStream,
-    side: Side,
-) -> VatNetwork<impl futures::AsyncRead + Unpin> {
-    let (reader, writer) = stream.into_split();
+/// Wraps a stream (plain TCP or TLS over TCP) in a two-party vat network for one side of
+/// the mesh.
+pub(crate) fn vat_network<S>(stream: S, side: Side) -> VatNetwork<impl futures::AsyncRead + Unpin>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
     VatNetwork::new(
         BufReader::new(reader.compat()),
         BufWriter::new(writer.compat_write()),

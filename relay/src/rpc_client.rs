@@ -11,17 +11,26 @@ use capnp::capability::Rc;
 use capnp_rpc::RpcSystem;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use rand::Rng;
+use tidings_schema::frame::ConversationInfo;
 use tidings_schema::generated::mesh_capnp::{edge_sink, owner, owner_v1};
-use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest};
+use tidings_schema::mesh::{Delivery, InboxUpdate, OwnerReply, OwnerRequest, Registration};
 use tidings_schema::mesh_codec::{
-    MESH_PROTOCOL_VERSION, read_call_result, read_deliveries, write_owner_request,
+    MESH_PROTOCOL_VERSION, read_call_result, read_deliveries, write_inbox_updates,
+    write_owner_request, write_registration,
 };
 use tidings_schema::{ErrorCode, Rejection};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::mesh_tls::{self, MeshTls};
 use crate::rpc::{spawn_rpc_thread, vat_network};
+
+/// The users an edge serves, read whenever a full registration is sent to an owner.
+pub trait UserSource: Send + Sync + 'static {
+    /// Returns every user with at least one session on the edge.
+    fn users(&self) -> Vec<String>;
+}
 
 /// Settings of a [`RemoteOwner`].
 #[derive(Debug, Clone)]
@@ -39,6 +48,13 @@ pub struct RemoteOwnerConfig {
     /// Capacity of the delivery queue returned by [`RemoteOwner::attach_edge`]. When it
     /// is full the edge stops acknowledging `deliver` calls, which slows the owner down.
     pub delivery_queue: usize,
+    /// Whether the connection attaches for fan-out. Edges do; an owner calling another
+    /// owner for inbox rows does not.
+    pub fan_out: bool,
+    /// Mutual TLS settings; `None` runs the mesh over plain TCP.
+    pub tls: Option<MeshTls>,
+    /// Node id of the owner, which its mesh certificate must name. Required with `tls`.
+    pub server_name: Option<String>,
 }
 
 impl Default for RemoteOwnerConfig {
@@ -50,6 +66,9 @@ impl Default for RemoteOwnerConfig {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             delivery_queue: 4096,
+            fan_out: true,
+            tls: None,
+            server_name: None,
         }
     }
 }
@@ -73,13 +92,37 @@ enum Link {
     },
 }
 
+/// A request that the RPC thread sends to the owner.
+enum MeshCall {
+    Owner(OwnerRequest),
+    UpdateInbox(Vec<InboxUpdate>),
+    ConversationsById { user: String, ids: Vec<u64> },
+}
+
 /// One call waiting to be sent by the RPC thread. The permit counts it as in flight
 /// until the reply arrives or the call fails.
 struct PendingCall {
-    request: OwnerRequest,
+    call: MeshCall,
     reply: oneshot::Sender<Result<OwnerReply, Rejection>>,
     _permit: OwnedSemaphorePermit,
 }
+
+/// Work for the RPC thread, in the order the handle queued it.
+enum Outgoing {
+    Call(PendingCall),
+    /// A registration change or renewal. Dropped while the link is down, because the
+    /// next connection sends the whole set.
+    Register(Registration),
+}
+
+/// The source of full registrations and the lease they request.
+#[derive(Clone)]
+struct RegistrationSource {
+    users: Arc<dyn UserSource>,
+    lease_ms: u32,
+}
+
+type SourceSlot = Arc<Mutex<Option<RegistrationSource>>>;
 
 /// The sending half of the queue that [`RemoteOwner::attach_edge`] returned last.
 type DeliverySlot = Arc<Mutex<mpsc::Sender<Arc<Delivery>>>>;
@@ -99,12 +142,13 @@ struct Shared {
     addr: SocketAddr,
     edge_id: String,
     config: RemoteOwnerConfig,
-    calls: mpsc::UnboundedSender<PendingCall>,
+    calls: mpsc::UnboundedSender<Outgoing>,
     permits: Arc<Semaphore>,
     link: watch::Receiver<Link>,
     deliveries: DeliverySlot,
     unclaimed: Mutex<Option<mpsc::Receiver<Arc<Delivery>>>>,
     attach_requested: Arc<Notify>,
+    source: SourceSlot,
 }
 
 impl RemoteOwner {
@@ -129,6 +173,11 @@ impl RemoteOwner {
         let (deliveries_tx, deliveries_rx) = mpsc::channel(config.delivery_queue.max(1));
         let deliveries: DeliverySlot = Arc::new(Mutex::new(deliveries_tx));
         let attach_requested = Arc::new(Notify::new());
+        let source: SourceSlot = Arc::new(Mutex::new(None));
+        if config.tls.is_some() {
+            let name = config.server_name.as_deref().unwrap_or_default();
+            mesh_tls::server_name(name).map_err(io::Error::other)?;
+        }
 
         let connector = Connector {
             addr,
@@ -137,6 +186,7 @@ impl RemoteOwner {
             link: link_tx,
             deliveries: deliveries.clone(),
             attach_requested: attach_requested.clone(),
+            source: source.clone(),
         };
         spawn_rpc_thread("tidings-mesh-edge", move || connector.run(calls_rx))?;
 
@@ -151,6 +201,7 @@ impl RemoteOwner {
                 deliveries,
                 unclaimed: Mutex::new(Some(deliveries_rx)),
                 attach_requested,
+                source,
             }),
         })
     }
@@ -186,6 +237,63 @@ impl RemoteOwner {
     /// reply arrives within the call timeout. Cancel safety: dropping the future does not
     /// cancel the call on the owner, which may still commit it.
     pub async fn call(&self, request: OwnerRequest) -> Result<OwnerReply, Rejection> {
+        self.send_call(MeshCall::Owner(request)).await
+    }
+
+    /// Applies inbox changes on the remote owner; owner-to-owner. Fails as
+    /// [`RemoteOwner::call`] does.
+    pub async fn update_inbox(&self, updates: Vec<InboxUpdate>) -> Result<(), Rejection> {
+        self.send_call(MeshCall::UpdateInbox(updates))
+            .await
+            .map(drop)
+    }
+
+    /// Reads rows of conversations held by the remote owner that `user` is a member of;
+    /// owner-to-owner. Fails as [`RemoteOwner::call`] does.
+    pub async fn conversations_by_id(
+        &self,
+        user: String,
+        ids: Vec<u64>,
+    ) -> Result<Vec<ConversationInfo>, Rejection> {
+        match self
+            .send_call(MeshCall::ConversationsById { user, ids })
+            .await?
+        {
+            OwnerReply::Conversations(list) => Ok(list),
+            other => Err(Rejection::internal(format!(
+                "owner at {} answered conversationsById with {other:?}",
+                self.shared.addr
+            ))),
+        }
+    }
+
+    /// Sets the users this edge serves and sends them to the owner as a full registration,
+    /// now and after every reconnect. Each registration requests a lease of `lease`.
+    pub fn register_users(&self, users: Arc<dyn UserSource>, lease: Duration) {
+        let lease_ms = u32::try_from(lease.as_millis()).unwrap_or(u32::MAX);
+        *self
+            .shared
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(RegistrationSource { users, lease_ms });
+        // Attaching again sends the full set, in order with the changes queued after it.
+        self.shared.attach_requested.notify_one();
+    }
+
+    /// Sends a change to the registered users, or a renewal when both lists are empty.
+    /// Dropped while the connection is down, because the next connection sends the full set.
+    pub fn update_registration(&self, added: Vec<String>, removed: Vec<String>, lease: Duration) {
+        let registration = Registration {
+            edge_id: self.shared.edge_id.clone(),
+            replace: false,
+            added,
+            removed,
+            lease_ms: u32::try_from(lease.as_millis()).unwrap_or(u32::MAX),
+        };
+        let _ = self.shared.calls.send(Outgoing::Register(registration));
+    }
+
+    async fn send_call(&self, call: MeshCall) -> Result<OwnerReply, Rejection> {
         let shared = &self.shared;
         if let Link::Down { retry_after_ms } = *shared.link.borrow() {
             return Err(unavailable(shared.addr, "is not connected", retry_after_ms));
@@ -203,11 +311,11 @@ impl RemoteOwner {
 
         let (reply_tx, reply_rx) = oneshot::channel();
         let pending = PendingCall {
-            request,
+            call,
             reply: reply_tx,
             _permit: permit,
         };
-        if shared.calls.send(pending).is_err() {
+        if shared.calls.send(Outgoing::Call(pending)).is_err() {
             return Err(unavailable(
                 shared.addr,
                 "RPC thread has stopped",
@@ -328,10 +436,11 @@ struct Connector {
     link: watch::Sender<Link>,
     deliveries: DeliverySlot,
     attach_requested: Arc<Notify>,
+    source: SourceSlot,
 }
 
 impl Connector {
-    async fn run(self, mut calls: mpsc::UnboundedReceiver<PendingCall>) {
+    async fn run(self, mut calls: mpsc::UnboundedReceiver<Outgoing>) {
         let mut backoff = Backoff {
             base: self.config.backoff_base,
             max: self.config.backoff_max,
@@ -377,7 +486,7 @@ impl Connector {
     async fn reject_until(
         &self,
         delay: Duration,
-        calls: &mut mpsc::UnboundedReceiver<PendingCall>,
+        calls: &mut mpsc::UnboundedReceiver<Outgoing>,
         retry_after_ms: u32,
     ) -> Ended {
         let sleep = tokio::time::sleep(delay);
@@ -386,10 +495,11 @@ impl Connector {
             tokio::select! {
                 _ = &mut sleep => return Ended::Lost,
                 call = calls.recv() => match call {
-                    Some(call) => {
+                    Some(Outgoing::Call(call)) => {
                         let rejection = unavailable(self.addr, "is not connected", retry_after_ms);
                         let _ = call.reply.send(Err(rejection));
                     }
+                    Some(Outgoing::Register(_)) => {}
                     None => return Ended::Dropped,
                 },
             }
@@ -410,7 +520,25 @@ impl Connector {
     async fn open_session_inner(&self) -> Result<Session, capnp::Error> {
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
-        let mut rpc = RpcSystem::new(Box::new(vat_network(stream, Side::Client)), None);
+        let network = match &self.config.tls {
+            None => {
+                Box::new(vat_network(stream, Side::Client)) as Box<dyn capnp_rpc::VatNetwork<Side>>
+            }
+            Some(tls) => {
+                let name = self.config.server_name.as_deref().unwrap_or_default();
+                let name = mesh_tls::server_name(name)
+                    .map_err(|error| capnp::Error::failed(error.to_string()))?;
+                let stream = tls
+                    .connector()
+                    .connect(name, stream)
+                    .await
+                    .map_err(|error| {
+                        capnp::Error::failed(format!("mesh TLS handshake failed: {error}"))
+                    })?;
+                Box::new(vat_network(stream, Side::Client))
+            }
+        };
+        let mut rpc = RpcSystem::new(network, None);
         let addr = self.addr;
         // capnp-rpc prints background errors to stdout unless given a handler.
         rpc.set_background_error_handler(move |error| {
@@ -431,8 +559,11 @@ impl Connector {
             deliveries: self.deliveries.clone(),
             reattach: reattach_tx,
             generation: Rc::new(Cell::new(0)),
+            source: self.source.clone(),
         };
-        attacher.attach().await?;
+        if self.config.fan_out {
+            attacher.attach().await?;
+        }
 
         Ok(Session {
             owner,
@@ -444,6 +575,9 @@ impl Connector {
 
     /// Attaches this edge again on the session's connection, in the background.
     fn attach_again(&self, session: &Session, last_attach: &mut Instant) {
+        if !self.config.fan_out {
+            return;
+        }
         // NOTE: two edges configured with one id would take the subscription from each
         // other forever, so attaches on one connection are spaced at least this far.
         let earliest = *last_attach + MIN_REATTACH_INTERVAL;
@@ -463,7 +597,7 @@ impl Connector {
     async fn serve(
         &self,
         mut session: Session,
-        calls: &mut mpsc::UnboundedReceiver<PendingCall>,
+        calls: &mut mpsc::UnboundedReceiver<Outgoing>,
     ) -> Ended {
         let mut last_attach = Instant::now();
         loop {
@@ -476,10 +610,17 @@ impl Connector {
                     self.attach_again(&session, &mut last_attach);
                 }
                 call = calls.recv() => match call {
-                    Some(call) => {
+                    Some(Outgoing::Call(call)) => {
                         let owner = session.owner.clone();
                         let timeout = self.config.call_timeout;
                         tokio::task::spawn_local(send_call(owner, call, self.addr, timeout));
+                    }
+                    Some(Outgoing::Register(registration)) => {
+                        tokio::task::spawn_local(send_registration(
+                            session.owner.clone(),
+                            registration,
+                            self.addr,
+                        ));
                     }
                     None => return Ended::Dropped,
                 },
@@ -516,6 +657,7 @@ struct Attacher {
     reattach: mpsc::UnboundedSender<()>,
     /// Generation of the latest sink, so that a detach of a replaced sink is ignored.
     generation: Rc<Cell<u64>>,
+    source: SourceSlot,
 }
 
 impl Attacher {
@@ -532,9 +674,50 @@ impl Attacher {
         let mut attach = self.owner.attach_edge_request();
         attach.get().set_edge_id(self.edge_id.as_str());
         attach.get().set_sink(sink);
-        attach.send().promise.await?;
+        let attached = attach.send().promise;
+
+        // NOTE: the set is read and its request queued in one step with no await in
+        // between, so every registration change queued later reaches the owner after it.
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let registered = source.map(|source| {
+            let registration = Registration {
+                edge_id: self.edge_id.clone(),
+                replace: true,
+                added: source.users.users(),
+                removed: Vec::new(),
+                lease_ms: source.lease_ms,
+            };
+            let mut request = self.owner.register_users_request();
+            write_registration(request.get(), &registration);
+            request.send().promise
+        });
+
+        attached.await?;
+        if let Some(registered) = registered {
+            registered.await?;
+        }
         Ok(())
     }
+}
+
+/// Sends one registration change; a failure is logged, because the next connection
+/// sends the full set again.
+async fn send_registration(owner: owner_v1::Client, registration: Registration, addr: SocketAddr) {
+    let mut request = owner.register_users_request();
+    write_registration(request.get(), &registration);
+    if let Err(error) = request.send().promise.await {
+        debug!(%addr, %error, "failed to send a registration change to the owner");
+    }
+}
+
+/// The reason a call got no usable reply.
+enum CallFailure {
+    Transport(capnp::Error),
+    Malformed(capnp::Error),
 }
 
 /// Sends one call and passes its outcome to the caller.
@@ -544,9 +727,52 @@ async fn send_call(
     addr: SocketAddr,
     timeout: Duration,
 ) {
-    let mut request = owner.call_request();
-    write_owner_request(request.get().init_request(), &call.request);
-    let response = tokio::time::timeout(timeout, request.send().promise).await;
+    let response = match &call.call {
+        MeshCall::Owner(owner_request) => {
+            let mut request = owner.call_request();
+            write_owner_request(request.get().init_request(), owner_request);
+            let promise = request.send().promise;
+            tokio::time::timeout(timeout, async move {
+                let response = promise.await.map_err(CallFailure::Transport)?;
+                let result = response
+                    .get()
+                    .and_then(|r| read_call_result(r.get_result()?));
+                result.map_err(CallFailure::Malformed)
+            })
+            .await
+        }
+        MeshCall::UpdateInbox(updates) => {
+            let mut request = owner.update_inbox_request();
+            let list = request.get().init_updates(updates.len() as u32);
+            write_inbox_updates(list, updates);
+            let promise = request.send().promise;
+            tokio::time::timeout(timeout, async move {
+                let response = promise.await.map_err(CallFailure::Transport)?;
+                let result = response
+                    .get()
+                    .and_then(|r| read_call_result(r.get_result()?));
+                result.map_err(CallFailure::Malformed)
+            })
+            .await
+        }
+        MeshCall::ConversationsById { user, ids } => {
+            let mut request = owner.conversations_by_id_request();
+            request.get().set_user(user.as_str());
+            let mut list = request.get().init_ids(ids.len() as u32);
+            for (index, id) in ids.iter().enumerate() {
+                list.set(index as u32, *id);
+            }
+            let promise = request.send().promise;
+            tokio::time::timeout(timeout, async move {
+                let response = promise.await.map_err(CallFailure::Transport)?;
+                let result = response
+                    .get()
+                    .and_then(|r| read_call_result(r.get_result()?));
+                result.map_err(CallFailure::Malformed)
+            })
+            .await
+        }
+    };
 
     let outcome = match response {
         Err(_) => Err(Rejection::retry(
@@ -554,16 +780,11 @@ async fn send_call(
             format!("owner at {addr} did not reply within {timeout:?}"),
             MIN_RETRY_AFTER_MS,
         )),
-        Ok(Err(error)) => Err(transport_rejection(addr, &error)),
-        Ok(Ok(response)) => match response
-            .get()
-            .and_then(|r| read_call_result(r.get_result()?))
-        {
-            Ok(outcome) => outcome,
-            Err(error) => Err(Rejection::internal(format!(
-                "owner at {addr} sent a malformed reply: {error}"
-            ))),
-        },
+        Ok(Err(CallFailure::Transport(error))) => Err(transport_rejection(addr, &error)),
+        Ok(Err(CallFailure::Malformed(error))) => Err(Rejection::internal(format!(
+            "owner at {addr} sent a malformed reply: {error}"
+        ))),
+        Ok(Ok(outcome)) => outcome,
     };
     // The caller may have timed out already, and then the outcome is dropped.
     let _ = call.reply.send(outcome);

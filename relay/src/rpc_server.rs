@@ -11,9 +11,10 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tidings_schema::Rejection;
 use tidings_schema::generated::mesh_capnp::{edge_sink, owner, owner_v1};
-use tidings_schema::mesh::Delivery;
+use tidings_schema::mesh::{Delivery, OwnerReply};
 use tidings_schema::mesh_codec::{
-    MESH_PROTOCOL_VERSION, read_owner_request, write_call_result, write_deliveries,
+    MESH_PROTOCOL_VERSION, read_inbox_updates, read_owner_request, read_registration,
+    write_call_result, write_deliveries,
 };
 use tidings_store::Owner;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,9 +23,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::mesh_tls::MeshTls;
 use crate::rpc::{
     MAX_DELIVER_CALLS_IN_FLIGHT, MAX_DELIVERY_BATCH, OwnerService, spawn_rpc_thread, vat_network,
 };
+
+/// Time a peer has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A running owner RPC server. Dropping it stops accepting and closes every connection.
 /// [`OwnerServer::shutdown`] does the same and also waits until the listener is closed.
@@ -61,16 +66,26 @@ impl Drop for OwnerServer {
     }
 }
 
-/// Serves the store's owner to edges on `listener`. Must be called inside a tokio runtime,
-/// which runs the accept loop and every [`Owner::call`].
+/// Serves the store's owner to edges on `listener` without TLS. Must be called inside a
+/// tokio runtime, which runs the accept loop and every [`Owner::call`].
 pub fn serve_owner(owner: Arc<Owner>, listener: TcpListener) -> io::Result<OwnerServer> {
     serve_service(owner, listener)
 }
 
-/// Serves any [`OwnerService`] to edges on `listener`, as [`serve_owner`] does.
+/// Serves any [`OwnerService`] to edges on `listener` without TLS, as [`serve_owner`] does.
 pub fn serve_service(
     service: Arc<dyn OwnerService>,
     listener: TcpListener,
+) -> io::Result<OwnerServer> {
+    serve_service_with(service, listener, None)
+}
+
+/// Serves an [`OwnerService`] on `listener`; with `tls`, only to peers that complete a
+/// mutual TLS handshake with a certificate from the mesh CA.
+pub fn serve_service_with(
+    service: Arc<dyn OwnerService>,
+    listener: TcpListener,
+    tls: Option<MeshTls>,
 ) -> io::Result<OwnerServer> {
     let local_addr = listener.local_addr()?;
     let runtime = Handle::current();
@@ -78,12 +93,13 @@ pub fn serve_service(
     let (streams_tx, streams_rx) = mpsc::unbounded_channel();
 
     let thread_shutdown = shutdown.clone();
+    let tls_enabled = tls.is_some();
     let rpc_thread = spawn_rpc_thread("tidings-mesh-owner", move || {
-        serve_connections(service, runtime, streams_rx, thread_shutdown)
+        serve_connections(service, runtime, streams_rx, tls, thread_shutdown)
     })?;
     let accept_task = tokio::spawn(accept_loop(listener, streams_tx, shutdown.clone()));
 
-    info!(addr = %local_addr, "owner RPC server listening");
+    info!(addr = %local_addr, mutual_tls = tls_enabled, "owner RPC server listening");
     Ok(OwnerServer {
         local_addr,
         shutdown,
@@ -132,6 +148,7 @@ async fn serve_connections(
     service: Arc<dyn OwnerService>,
     runtime: Handle,
     mut streams: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    tls: Option<MeshTls>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -155,7 +172,26 @@ async fn serve_connections(
             closed: shutdown.child_token(),
             peer,
         };
-        tokio::task::spawn_local(serve_connection(stream, context));
+        tokio::task::spawn_local(handshake_and_serve(stream, tls.clone(), context));
+    }
+}
+
+/// Runs the TLS handshake when the mesh uses TLS, then serves the connection.
+async fn handshake_and_serve(stream: TcpStream, tls: Option<MeshTls>, context: ConnectionContext) {
+    let Some(tls) = tls else {
+        serve_connection(stream, context).await;
+        return;
+    };
+    let peer = context.peer;
+    let accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+    match accepted {
+        Ok(Ok(stream)) => serve_connection(stream, context).await,
+        Ok(Err(error)) => {
+            warn!(%peer, %error, "mesh peer rejected: TLS handshake failed");
+        }
+        Err(_) => {
+            warn!(%peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "mesh peer rejected: TLS handshake timed out");
+        }
     }
 }
 
@@ -169,7 +205,10 @@ struct ConnectionContext {
     peer: SocketAddr,
 }
 
-async fn serve_connection(stream: TcpStream, context: ConnectionContext) {
+async fn serve_connection<S>(stream: S, context: ConnectionContext)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
     let peer = context.peer;
     debug!(%peer, "edge connected");
     let closed = context.closed.clone();
@@ -272,6 +311,78 @@ impl owner_v1::Server for OwnerV1 {
                 self.context.closed.clone(),
             ));
             Ok(())
+        }
+    }
+
+    fn register_users(
+        self: Rc<Self>,
+        params: owner_v1::RegisterUsersParams,
+        _results: owner_v1::RegisterUsersResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        // NOTE: applied before the method returns, so registrations from one edge take
+        // effect in the order the edge sent them.
+        let applied = params.get().and_then(|params| {
+            let registration = read_registration(params)?;
+            self.context.service.register_users(&registration);
+            Ok(())
+        });
+        async move { applied }
+    }
+
+    fn update_inbox(
+        self: Rc<Self>,
+        params: owner_v1::UpdateInboxParams,
+        mut results: owner_v1::UpdateInboxResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let updates = params
+            .get()
+            .and_then(|params| read_inbox_updates(params.get_updates()?));
+        async move {
+            let updates = updates?;
+            let call = self.context.service.clone().update_inbox(updates);
+            let outcome = self
+                .run_peer_call(call)
+                .await
+                .map(|()| OwnerReply::Conversations(Vec::new()));
+            write_call_result(results.get().init_result(), &outcome);
+            Ok(())
+        }
+    }
+
+    fn conversations_by_id(
+        self: Rc<Self>,
+        params: owner_v1::ConversationsByIdParams,
+        mut results: owner_v1::ConversationsByIdResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let request = params.get().and_then(|params| {
+            let user = params.get_user()?.to_str()?.to_owned();
+            let ids: Vec<u64> = params.get_ids()?.iter().collect();
+            Ok((user, ids))
+        });
+        async move {
+            let (user, ids) = request?;
+            let call = self.context.service.clone().conversations_by_id(user, ids);
+            let outcome = self
+                .run_peer_call(call)
+                .await
+                .map(OwnerReply::Conversations);
+            write_call_result(results.get().init_result(), &outcome);
+            Ok(())
+        }
+    }
+}
+
+impl OwnerV1 {
+    /// Runs an owner-to-owner request on the process's runtime and waits for its outcome.
+    async fn run_peer_call<T: Send + 'static>(
+        &self,
+        call: crate::rpc::PeerCallFuture<T>,
+    ) -> Result<T, Rejection> {
+        match self.context.runtime.spawn(call).await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(Rejection::internal(format!(
+                "owner peer call task failed: {error}"
+            ))),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tidings_schema::frame::{
     ConversationInfo, ConversationKind, CreateGroup, HistoryPage, HistoryRequest, Message, SendAck,
 };
-use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest, SendRequest, Stamp};
+use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest, Registration, SendRequest, Stamp};
 use tidings_schema::{ErrorCode, Rejection};
 use tidings_store::{Owner, OwnerConfig};
 use tokio::net::TcpListener;
@@ -34,6 +34,8 @@ struct ScriptedOwner {
     attaches: watch::Sender<u32>,
     /// `History` requests wait for a permit here, so a test can hold calls in flight.
     history_gate: Semaphore,
+    /// Every registration received, in order.
+    registrations: watch::Sender<Vec<Registration>>,
 }
 
 impl ScriptedOwner {
@@ -42,7 +44,18 @@ impl ScriptedOwner {
             edges: Mutex::new(HashMap::new()),
             attaches: watch::channel(0).0,
             history_gate: Semaphore::new(0),
+            registrations: watch::channel(Vec::new()).0,
         })
+    }
+
+    /// Waits until `count` registrations arrived and returns them.
+    async fn wait_for_registrations(&self, count: usize) -> Vec<Registration> {
+        let mut registrations = self.registrations.subscribe();
+        timeout(WAIT, registrations.wait_for(|seen| seen.len() >= count))
+            .await
+            .expect("registrations did not arrive in time")
+            .expect("registration log closed")
+            .clone()
     }
 
     async fn wait_for_attaches(&self, count: u32) {
@@ -95,6 +108,11 @@ impl OwnerService for ScriptedOwner {
                 )),
             }
         })
+    }
+
+    fn register_users(&self, registration: &Registration) {
+        self.registrations
+            .send_modify(|seen| seen.push(registration.clone()));
     }
 
     fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>> {
@@ -562,4 +580,43 @@ fn create_group(conversation_id: u64) -> OwnerRequest {
             server_time_ms: 1_767_225_600_000,
         },
     }
+}
+
+struct FixedUsers(Vec<String>);
+
+impl crate::rpc::UserSource for FixedUsers {
+    fn users(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_sends_full_set_then_changes() {
+    let (owner, server) = start_scripted().await;
+    let remote = connected(server.local_addr(), RemoteOwnerConfig::default()).await;
+    let _deliveries = remote.attach_edge("edge-1");
+
+    let users = Arc::new(FixedUsers(vec!["ann".into(), "bo".into()]));
+    remote.register_users(users, Duration::from_secs(30));
+    let full = owner.wait_for_registrations(1).await;
+    let first = full.last().unwrap();
+    assert!(
+        first.replace,
+        "the first registration carries the whole set"
+    );
+    assert_eq!(first.added, vec!["ann", "bo"]);
+    assert_eq!(first.edge_id, "edge-1");
+    assert_eq!(first.lease_ms, 30_000);
+
+    let seen = full.len();
+    remote.update_registration(
+        vec!["cy".into()],
+        vec!["ann".into()],
+        Duration::from_secs(30),
+    );
+    let all = owner.wait_for_registrations(seen + 1).await;
+    let change = &all[seen];
+    assert!(!change.replace);
+    assert_eq!(change.added, vec!["cy"]);
+    assert_eq!(change.removed, vec!["ann"]);
 }

@@ -7,7 +7,12 @@
 # `Owner.open` with the mesh protocol version it speaks and gets back the capability for
 # that version. An owner that does not speak the version fails the call with a message
 # that names both versions. A later incompatible version adds a new interface and a new
-# `open` method, so old edges keep working during a rolling upgrade.
+# `open` method, so old edges keep working during a rolling upgrade. Methods appended to
+# `OwnerV1` (registerUsers, updateInbox, conversationsById) are compatible additions: an
+# older owner fails them as unimplemented.
+#
+# Transport: TCP with mutual TLS when the cluster file names a mesh CA. Edges and owners
+# both present a certificate signed by that CA.
 
 @0xc669359ab48e3252;
 
@@ -94,6 +99,24 @@ struct CallResult {
   }
 }
 
+struct InboxUpdate {
+  # A change to one inbox row, sent by a conversation's owner to the owner of the user's
+  # home shard.
+  user @0 :Text;
+  conversationId @1 :UInt64;
+  lastSeq @2 :UInt64;
+  change @3 :InboxChange;
+}
+
+enum InboxChange {
+  join @0;
+  # The user joined: create the row, or keep its read position if it exists.
+  advance @1;
+  # A message was committed: raise lastSeq of an existing row.
+  remove @2;
+  # The user left or was removed.
+}
+
 struct Delivery {
   message @0 :Frames.Message;
   recipients @1 :List(Text);
@@ -116,6 +139,22 @@ interface OwnerV1 {
   # Registers an edge for fan-out. The owner pushes deliveries to `sink` until a
   # `deliver` call fails or the connection closes. A later attach with the same edge id
   # replaces this one.
+
+  registerUsers @2 (edgeId :Text, replace :Bool, added :List(Text), removed :List(Text),
+                    leaseMs :UInt32) -> ();
+  # Records which users have sessions on the edge. With `replace` the set becomes
+  # `added`; otherwise `added` and `removed` change it. Every call renews the
+  # registration for `leaseMs`; a registration that is not renewed in time expires, and
+  # the owner stops fan-out to that edge until it attaches and registers again. Deliveries
+  # go only to edges with a registered recipient.
+
+  updateInbox @3 (updates :List(InboxUpdate)) -> (result :CallResult);
+  # Owner to owner: applies inbox changes for users whose home shard this owner holds.
+  # The reply comes after the changes are durable.
+
+  conversationsById @4 (user :Text, ids :List(UInt64)) -> (result :CallResult);
+  # Owner to owner: returns the rows of the listed conversations that `user` is a member
+  # of, as `OwnerReply.conversations`. Conversations this owner does not hold are rejected.
 }
 
 interface EdgeSink {

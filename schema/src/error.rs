@@ -79,6 +79,7 @@ error_codes! {
     Overloaded = 32, "OVERLOADED", true, "The server has too much work in flight; retry after retry_after_ms.";
     StorageFailed = 33, "STORAGE_FAILED", true, "The owner could not commit to storage (for example a full disk); nothing was stored.";
     ShuttingDown = 34, "SHUTTING_DOWN", true, "The node is shutting down; reconnect to another edge.";
+    NotShardOwner = 35, "NOT_SHARD_OWNER", false, "The owner that received the request does not hold the virtual shard, because the nodes' cluster files disagree.";
     Internal = 40, "INTERNAL", false, "An unexpected server error; the server log has the details.";
 }
 

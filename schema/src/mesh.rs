@@ -92,3 +92,123 @@ pub struct Delivery {
     /// The device that sent the message; empty for system messages.
     pub origin_device: String,
 }
+
+/// What an [`InboxUpdate`] does to the inbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxChange {
+    /// The user joined: create the row, or keep its read position if it exists.
+    Join,
+    /// A message was committed: raise `last_seq` of an existing row, never create one.
+    Advance,
+    /// The user left or was removed: delete the row.
+    Remove,
+}
+
+/// A change to one inbox row, sent by a conversation's owner to the owner of the user's
+/// home shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxUpdate {
+    pub user: String,
+    pub conversation_id: u64,
+    /// The conversation's seq the row moves to; unused by `Remove`.
+    pub last_seq: u64,
+    pub change: InboxChange,
+}
+
+/// The users an edge serves, as it registers them with an owner for fan-out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registration {
+    pub edge_id: String,
+    /// Whether `added` is the whole set, replacing what the owner holds for this edge.
+    pub replace: bool,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// How long the registration stays valid without another call, in milliseconds.
+    pub lease_ms: u32,
+}
+
+/// Returns the order in which a client of `user_id` tries the edges of a `Welcome` list:
+/// edge indexes sorted by the score `SHA-256("tidings/edge/v1" || 0x00 || user id || 0x00
+/// || edge address)` (first 8 bytes, big-endian), highest first, ties going to the lower
+/// index.
+///
+/// Every client of one user computes the same order, so a user's devices meet on one
+/// edge and that edge's single mesh delivery serves all of them. When an edge leaves the
+/// list, only its users move, each to the next edge in their own order.
+pub fn edge_order(user_id: &str, edges: &[String]) -> Vec<usize> {
+    use sha2::{Digest, Sha256};
+
+    let score = |edge: &str| {
+        let mut hasher = Sha256::new();
+        hasher.update(b"tidings/edge/v1\0");
+        hasher.update(user_id.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(edge.as_bytes());
+        let digest = hasher.finalize();
+        u64::from_be_bytes(digest[..8].try_into().expect("SHA-256 digest has 32 bytes"))
+    };
+    let mut order: Vec<(u64, usize)> = edges
+        .iter()
+        .enumerate()
+        .map(|(index, edge)| (score(edge), index))
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    order.into_iter().map(|(_, index)| index).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edges(list: &[&str]) -> Vec<String> {
+        list.iter().map(|edge| (*edge).to_owned()).collect()
+    }
+
+    #[test]
+    fn edge_order_is_a_stable_permutation() {
+        let list = edges(&["10.0.0.1:4433", "10.0.0.2:4433", "10.0.0.3:4433"]);
+        let order = edge_order("alice", &list);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(edge_order("alice", &list), order, "same user, same order");
+        assert!(edge_order("alice", &[]).is_empty());
+    }
+
+    #[test]
+    fn removed_edge_moves_only_its_users() {
+        let list = edges(&["a:1", "b:1", "c:1"]);
+        let without_c = edges(&["a:1", "b:1"]);
+        for n in 0..200 {
+            let user = format!("user-{n}");
+            let before = edge_order(&user, &list);
+            let after = edge_order(&user, &without_c);
+            // The relative order of the remaining edges does not change.
+            let kept: Vec<usize> = before.into_iter().filter(|&index| index != 2).collect();
+            assert_eq!(kept, after, "{user}");
+        }
+    }
+
+    #[test]
+    fn users_spread_over_edges() {
+        let list = edges(&["a:1", "b:1"]);
+        let first_on_a = (0..1000)
+            .filter(|n| edge_order(&format!("user-{n}"), &list)[0] == 0)
+            .count();
+        assert!(
+            (400..600).contains(&first_on_a),
+            "{first_on_a} of 1000 prefer a"
+        );
+    }
+
+    /// Published test vectors: clients in other languages must order edges alike.
+    #[test]
+    fn edge_order_test_vectors() {
+        let list = edges(&["127.0.0.1:4433", "127.0.0.1:4434", "127.0.0.1:4435"]);
+        assert_eq!(edge_order("alice", &list), VECTOR_ALICE);
+        assert_eq!(edge_order("carol", &list), VECTOR_CAROL);
+    }
+
+    const VECTOR_ALICE: [usize; 3] = [0, 1, 2];
+    const VECTOR_CAROL: [usize; 3] = [2, 1, 0];
+}

@@ -15,7 +15,9 @@ use crate::codec::{
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::generated::mesh_capnp as wire;
-use crate::mesh::{Delivery, OwnerReply, OwnerRequest, SendRequest, Stamp};
+use crate::mesh::{
+    Delivery, InboxChange, InboxUpdate, OwnerReply, OwnerRequest, Registration, SendRequest, Stamp,
+};
 
 /// The mesh protocol version this build speaks, passed to `Owner.open`.
 pub const MESH_PROTOCOL_VERSION: u16 = wire::MESH_PROTOCOL_VERSION;
@@ -274,6 +276,78 @@ pub fn read_deliveries(
     deliveries: struct_list::Reader<'_, wire::delivery::Owned>,
 ) -> capnp::Result<Vec<Delivery>> {
     deliveries.iter().map(read_delivery).collect()
+}
+
+/// Writes inbox updates into a list that has room for exactly `updates.len()`.
+pub fn write_inbox_updates(
+    mut out: struct_list::Builder<'_, wire::inbox_update::Owned>,
+    updates: &[InboxUpdate],
+) {
+    for (index, update) in updates.iter().enumerate() {
+        let mut row = out.reborrow().get(index as u32);
+        row.set_user(update.user.as_str());
+        row.set_conversation_id(update.conversation_id);
+        row.set_last_seq(update.last_seq);
+        row.set_change(match update.change {
+            InboxChange::Join => wire::InboxChange::Join,
+            InboxChange::Advance => wire::InboxChange::Advance,
+            InboxChange::Remove => wire::InboxChange::Remove,
+        });
+    }
+}
+
+/// Reads inbox updates. An unknown change kind fails the whole list.
+pub fn read_inbox_updates(
+    updates: struct_list::Reader<'_, wire::inbox_update::Owned>,
+) -> capnp::Result<Vec<InboxUpdate>> {
+    updates
+        .iter()
+        .map(|row| {
+            let change = match row.get_change() {
+                Ok(wire::InboxChange::Join) => InboxChange::Join,
+                Ok(wire::InboxChange::Advance) => InboxChange::Advance,
+                Ok(wire::InboxChange::Remove) => InboxChange::Remove,
+                Err(capnp::NotInSchema(tag)) => {
+                    return Err(capnp::Error::failed(format!("unknown inbox change {tag}")));
+                }
+            };
+            Ok(InboxUpdate {
+                user: read_text(row.get_user())?,
+                conversation_id: row.get_conversation_id(),
+                last_seq: row.get_last_seq(),
+                change,
+            })
+        })
+        .collect()
+}
+
+/// Writes a registration into the parameters of `OwnerV1.registerUsers`.
+pub fn write_registration(
+    mut out: wire::owner_v1::register_users_params::Builder<'_>,
+    registration: &Registration,
+) {
+    out.set_edge_id(registration.edge_id.as_str());
+    out.set_replace(registration.replace);
+    out.set_lease_ms(registration.lease_ms);
+    let added = out
+        .reborrow()
+        .init_added(list_len(registration.added.len()));
+    write_texts(added, &registration.added);
+    let removed = out.init_removed(list_len(registration.removed.len()));
+    write_texts(removed, &registration.removed);
+}
+
+/// Reads the parameters of `OwnerV1.registerUsers`.
+pub fn read_registration(
+    params: wire::owner_v1::register_users_params::Reader<'_>,
+) -> capnp::Result<Registration> {
+    Ok(Registration {
+        edge_id: read_text(params.get_edge_id())?,
+        replace: params.get_replace(),
+        added: read_texts(params.get_added())?,
+        removed: read_texts(params.get_removed())?,
+        lease_ms: params.get_lease_ms(),
+    })
 }
 
 #[cfg(test)]

@@ -239,3 +239,56 @@ fn unknown_request_kind_is_an_error() {
         "{error}"
     );
 }
+
+#[test]
+fn inbox_updates_round_trip() {
+    let updates = vec![
+        InboxUpdate {
+            user: "alice".into(),
+            conversation_id: 7,
+            last_seq: 3,
+            change: InboxChange::Join,
+        },
+        InboxUpdate {
+            user: "bob".into(),
+            conversation_id: u64::MAX,
+            last_seq: 9,
+            change: InboxChange::Advance,
+        },
+        InboxUpdate {
+            user: "carol".into(),
+            conversation_id: 1,
+            last_seq: 0,
+            change: InboxChange::Remove,
+        },
+    ];
+    let mut message = Builder::new_default();
+    let list = message.initn_root(updates.len() as u32);
+    write_inbox_updates(list, &updates);
+
+    let reader = through_wire(&message);
+    let decoded = read_inbox_updates(reader.get_root().unwrap()).unwrap();
+    assert_eq!(decoded, updates);
+}
+
+#[test]
+fn registration_round_trip() {
+    use crate::generated::mesh_capnp::owner_v1::register_users_params;
+
+    let registration = Registration {
+        edge_id: "edge-2".into(),
+        replace: true,
+        added: vec!["alice".into(), "bob".into()],
+        removed: vec!["carol".into()],
+        lease_ms: 30_000,
+    };
+    let mut message = Builder::new_default();
+    write_registration(
+        message.init_root::<register_users_params::Builder<'_>>(),
+        &registration,
+    );
+
+    let reader = through_wire(&message);
+    let decoded = read_registration(reader.get_root().unwrap()).unwrap();
+    assert_eq!(decoded, registration);
+}

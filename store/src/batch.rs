@@ -8,8 +8,9 @@ use tidings_schema::frame::{Limits, Message, MessageKind};
 use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest, Stamp};
 use tidings_schema::{ErrorCode, Rejection};
 
+use crate::cluster::ShardMap;
 use crate::error::StorageError;
-use crate::inbox::InboxOp;
+use crate::inbox::{InboxOp, InboxRoutes};
 use crate::record::{ConversationRecord, MessageRecord};
 use crate::tables::{
     CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MESSAGES, Placement, USER_CONVERSATIONS,
@@ -27,6 +28,8 @@ pub(crate) struct WriterContext {
     /// Index of the storage file this writer owns.
     pub file: usize,
     pub placement: Placement,
+    /// The virtual shards this owner holds; inbox rows of other shards go to their owner.
+    pub shards: ShardMap,
     pub limits: Limits,
     pub idempotency_window_ms: u64,
 }
@@ -44,9 +47,9 @@ pub(crate) enum WriteOp {
 #[derive(Debug)]
 pub(crate) struct OpOutcome {
     pub reply: OwnerReply,
-    /// Inbox rows that live in other storage files, grouped by file. The caller writes
-    /// them through those files' writers and waits for their commits before replying.
-    pub remote_inbox: Vec<(usize, Vec<InboxOp>)>,
+    /// Inbox rows that live in other storage files or on other owners. The caller writes
+    /// them there and waits for their commits before replying.
+    pub remote_inbox: InboxRoutes,
 }
 
 impl OpOutcome {
@@ -244,7 +247,7 @@ impl<'a, 'txn> Batch<'a, 'txn> {
 
     /// Advances the inbox rows of members of every conversation that got messages in this
     /// batch; returns the advances for rows in other files.
-    fn advance_inboxes(&mut self) -> StoreResult<Vec<(usize, Vec<InboxOp>)>> {
+    fn advance_inboxes(&mut self) -> StoreResult<InboxRoutes> {
         let mut ops = Vec::new();
         for (&conversation_id, &last_seq) in &self.advanced {
             let Some(cached) = self.conversations.get(&conversation_id) else {
@@ -268,7 +271,7 @@ impl<'a, 'txn> Batch<'a, 'txn> {
 /// Effects of a batch, released only after its commit.
 pub(crate) struct Finished {
     pub deliveries: Vec<Delivery>,
-    pub remote_advances: Vec<(usize, Vec<InboxOp>)>,
+    pub remote_advances: InboxRoutes,
 }
 
 pub(crate) fn not_member(user: &str, conversation_id: u64) -> Rejection {

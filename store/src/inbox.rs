@@ -3,9 +3,23 @@
 use std::collections::BTreeMap;
 
 use redb::ReadableTable;
+use tidings_schema::mesh::{InboxChange, InboxUpdate};
 
 use crate::batch::{Batch, StoreResult};
+use crate::cluster::ShardHolder;
 use crate::record::InboxRecord;
+
+/// The destination of inbox ops that a batch cannot apply itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum InboxTarget {
+    /// Another storage file of this owner, by index.
+    File(usize),
+    /// Another owner, by its index in the cluster, reached over the mesh.
+    Peer(usize),
+}
+
+/// Inbox ops grouped by where they must be applied.
+pub(crate) type InboxRoutes = Vec<(InboxTarget, Vec<InboxOp>)>;
 
 /// A change to one user's inbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +42,7 @@ pub(crate) enum InboxOp {
 }
 
 impl InboxOp {
-    fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         match self {
             InboxOp::Join { user, .. } | InboxOp::Advance { user, .. } => user,
             InboxOp::Remove { user, .. } => user,
@@ -36,22 +50,86 @@ impl InboxOp {
     }
 }
 
+impl From<InboxOp> for InboxUpdate {
+    fn from(op: InboxOp) -> InboxUpdate {
+        match op {
+            InboxOp::Join {
+                user,
+                conversation_id,
+                last_seq,
+            } => InboxUpdate {
+                user,
+                conversation_id,
+                last_seq,
+                change: InboxChange::Join,
+            },
+            InboxOp::Advance {
+                user,
+                conversation_id,
+                last_seq,
+            } => InboxUpdate {
+                user,
+                conversation_id,
+                last_seq,
+                change: InboxChange::Advance,
+            },
+            InboxOp::Remove {
+                user,
+                conversation_id,
+            } => InboxUpdate {
+                user,
+                conversation_id,
+                last_seq: 0,
+                change: InboxChange::Remove,
+            },
+        }
+    }
+}
+
+impl From<InboxUpdate> for InboxOp {
+    fn from(update: InboxUpdate) -> InboxOp {
+        let InboxUpdate {
+            user,
+            conversation_id,
+            last_seq,
+            change,
+        } = update;
+        match change {
+            InboxChange::Join => InboxOp::Join {
+                user,
+                conversation_id,
+                last_seq,
+            },
+            InboxChange::Advance => InboxOp::Advance {
+                user,
+                conversation_id,
+                last_seq,
+            },
+            InboxChange::Remove => InboxOp::Remove {
+                user,
+                conversation_id,
+            },
+        }
+    }
+}
+
 impl Batch<'_, '_> {
     /// Applies the ops for users homed in this file and returns the others grouped by the
-    /// storage file that holds them.
-    pub(crate) fn route_inbox(
-        &mut self,
-        ops: Vec<InboxOp>,
-    ) -> StoreResult<Vec<(usize, Vec<InboxOp>)>> {
-        let mut remote: BTreeMap<usize, Vec<InboxOp>> = BTreeMap::new();
+    /// storage file or the owner that holds them.
+    pub(crate) fn route_inbox(&mut self, ops: Vec<InboxOp>) -> StoreResult<InboxRoutes> {
+        let mut remote: BTreeMap<InboxTarget, Vec<InboxOp>> = BTreeMap::new();
         let mut local = Vec::new();
         for op in ops {
-            let (_, file) = self.ctx.placement.user(op.user());
-            if file == self.ctx.file {
-                local.push(op);
-            } else {
-                remote.entry(file).or_default().push(op);
-            }
+            let (vshard, file) = self.ctx.placement.user(op.user());
+            let target = match self.ctx.shards.holder(vshard) {
+                ShardHolder::Peer(owner) => InboxTarget::Peer(owner),
+                ShardHolder::Local if file == self.ctx.file => {
+                    local.push(op);
+                    continue;
+                }
+                ShardHolder::Local => InboxTarget::File(file),
+            };
+            remote.entry(target).or_default().push(op);
         }
         self.apply_local_inbox(&local)?;
         Ok(remote.into_iter().collect())

@@ -8,7 +8,9 @@
 //! This crate is not the mesh: it serves requests that already reached the owner of the
 //! conversation's shard, on behalf of users that an edge has authenticated.
 //!
-//! Key types: [`Owner`] (open, call, attach an edge), [`OwnerConfig`], [`OpenError`].
+//! Key types: [`Owner`] (open, call, attach an edge), [`OwnerConfig`], [`OpenError`],
+//! and for a multi-owner cluster [`ClusterView`]: the [`ShardMap`] of the virtual shards
+//! this owner holds and the [`OwnerPeers`] it reaches the other owners through.
 //! Module map: `tables` (key layout and placement), `record` (binary encoding),
 //! `writer` (group commit), `batch`, `send`, `membership`, `inbox`, `idempotency`
 //! (the write path per concept), `read` (history and conversation list), `fanout`,
@@ -16,10 +18,12 @@
 
 mod batch;
 pub mod bench;
+pub mod cluster;
 mod error;
 mod fanout;
 mod idempotency;
 mod inbox;
+mod inbox_forward;
 pub mod layout;
 mod membership;
 pub mod owner;
@@ -30,6 +34,7 @@ mod tables;
 mod validate;
 mod writer;
 
+pub use cluster::{ClusterView, OwnerPeers, PeerFuture, ShardHolder, ShardMap};
 pub use fanout::EDGE_QUEUE_CAPACITY;
 pub use owner::{MIN_IDEMPOTENCY_WINDOW, OpenError, Owner, OwnerConfig};
 pub use read::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};

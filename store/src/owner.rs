@@ -4,16 +4,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{TrySendError, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::Database;
-use tidings_schema::frame::Limits;
-use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest};
+use tidings_schema::frame::{ConversationInfo, Limits};
+use tidings_schema::mesh::{Delivery, InboxUpdate, OwnerReply, OwnerRequest, Registration};
 use tidings_schema::{ErrorCode, Rejection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{OpOutcome, WriteOp, WriterContext};
+use crate::cluster::{ClusterView, OwnerPeers, ShardMap};
 use crate::fanout::{EDGE_QUEUE_CAPACITY, Fanout};
+use crate::inbox::{InboxOp, InboxRoutes, InboxTarget};
 use crate::tables::USER_CONVERSATIONS;
 use crate::tables::{CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MESSAGES, Placement};
 use crate::writer::{BatchSettings, Command, Job, Writer, WriterHandle};
@@ -98,6 +100,8 @@ pub enum OpenError {
 pub struct Owner {
     config: OwnerConfig,
     placement: Placement,
+    shards: ShardMap,
+    peers: Option<Arc<dyn OwnerPeers>>,
     databases: Vec<Arc<Database>>,
     writers: Vec<WriterHandle>,
     fanout: Arc<Fanout>,
@@ -105,10 +109,25 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Opens (or creates) the storage shards and starts their writer threads. Must be
-    /// called inside a tokio runtime, because reads run on its blocking pool.
+    /// Opens (or creates) the storage shards of an owner that holds every virtual shard,
+    /// and starts their writer threads. Must be called inside a tokio runtime, because
+    /// reads run on its blocking pool.
     pub fn open(config: OwnerConfig) -> Result<Arc<Owner>, OpenError> {
+        Owner::open_in_cluster(config, None)
+    }
+
+    /// Opens an owner that holds the virtual shards `cluster` assigns it and reaches the
+    /// other owners through `cluster.peers`; `None` holds every shard, as [`Owner::open`].
+    pub fn open_in_cluster(
+        config: OwnerConfig,
+        cluster: Option<ClusterView>,
+    ) -> Result<Arc<Owner>, OpenError> {
         check_config(&config)?;
+        let (shards, owner_peers) = match cluster {
+            Some(view) => (view.shards, Some(view.peers)),
+            None => (ShardMap::single("local"), None),
+        };
+        let peer_inbox = owner_peers.clone().map(crate::inbox_forward::start);
         layout::prepare(&config.data_dir, config.storage_shards)?;
 
         let databases = (0..usize::from(config.storage_shards))
@@ -138,6 +157,7 @@ impl Owner {
                 ctx: WriterContext {
                     file,
                     placement,
+                    shards: shards.clone(),
                     limits: config.limits,
                     idempotency_window_ms: config.idempotency_window.as_millis() as u64,
                 },
@@ -145,6 +165,7 @@ impl Owner {
                 db: Arc::clone(&databases[file]),
                 queue: receiver,
                 peers: Arc::clone(&peers),
+                peer_inbox: peer_inbox.clone(),
                 fanout: Arc::clone(&fanout),
                 commits: Arc::clone(&commits),
             };
@@ -158,11 +179,14 @@ impl Owner {
         tracing::info!(
             data_dir = %config.data_dir.display(),
             storage_shards = config.storage_shards,
+            virtual_shards = shards.local_count(),
             "owner storage opened"
         );
         Ok(Arc::new(Owner {
             config,
             placement,
+            shards,
+            peers: owner_peers,
             databases,
             writers,
             fanout,
@@ -175,6 +199,7 @@ impl Owner {
     /// Cancellation: dropping the future after a write was queued does not withdraw it;
     /// it may still commit and fan out.
     pub async fn call(&self, request: OwnerRequest) -> Result<OwnerReply, Rejection> {
+        self.check_holds(&request)?;
         match request {
             OwnerRequest::History { user, request } => {
                 let db = Arc::clone(self.database_of_conversation(request.conversation_id));
@@ -184,16 +209,57 @@ impl Owner {
                 Ok(OwnerReply::HistoryPage(page))
             }
             OwnerRequest::ListConversations { user } => {
-                let databases = self.databases.clone();
-                let placement = self.placement;
-                let list = run_blocking(move || {
-                    read::list_conversations(&databases, placement, &user).map(Ok)
-                })
-                .await??;
+                let list = self.list_conversations(user).await?;
                 Ok(OwnerReply::Conversations(list))
             }
             write => self.write(write).await,
         }
+    }
+
+    /// Applies inbox changes sent by the owners of conversations, for users whose home
+    /// shard this owner holds. Returns once every change is durable.
+    pub async fn update_inbox(&self, updates: Vec<InboxUpdate>) -> Result<(), Rejection> {
+        let mut by_file: std::collections::BTreeMap<usize, Vec<InboxOp>> = Default::default();
+        for update in updates {
+            let (vshard, file) = self.placement.user(&update.user);
+            let what = format!("the home shard of user {}", update.user);
+            self.shards.check_local(vshard, &what)?;
+            by_file.entry(file).or_default().push(update.into());
+        }
+        for (file, ops) in by_file {
+            self.submit(file, WriteOp::Inbox(ops)).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns the rows of the listed conversations that `user` is a member of. Every
+    /// conversation must be in a virtual shard this owner holds.
+    pub async fn conversations_by_id(
+        &self,
+        user: String,
+        conversation_ids: Vec<u64>,
+    ) -> Result<Vec<ConversationInfo>, Rejection> {
+        for &conversation_id in &conversation_ids {
+            let (vshard, _) = self.placement.conversation(conversation_id);
+            self.shards
+                .check_local(vshard, &format!("conversation {conversation_id}"))?;
+        }
+        let databases = self.databases.clone();
+        let placement = self.placement;
+        run_blocking(move || {
+            read::conversations_by_id(&databases, placement, &user, &conversation_ids).map(Ok)
+        })
+        .await?
+    }
+
+    /// Applies an edge's registration of the users it serves, renewing its lease.
+    pub fn register_edge_users(&self, registration: &Registration) {
+        self.fanout.register(registration, Instant::now());
+    }
+
+    /// Returns which virtual shards this owner holds.
+    pub fn shards(&self) -> &ShardMap {
+        &self.shards
     }
 
     /// Registers an edge for fan-out and returns the queue of its deliveries. An edge that
@@ -227,12 +293,83 @@ impl Owner {
         let outcome = self.submit(file, WriteOp::Owner(request)).await?;
 
         // NOTE: the membership change is durable before these inbox rows; a crash between
-        // the two commits leaves the conversation out of ListConversations for the users
-        // whose rows were not written.
-        for (file, ops) in outcome.remote_inbox {
-            self.submit(file, WriteOp::Inbox(ops)).await?;
-        }
+        // the two commits, or an unreachable home owner, leaves the conversation out of
+        // ListConversations for the users whose rows were not written.
+        self.write_remote_inbox(outcome.remote_inbox).await?;
         Ok(outcome.reply)
+    }
+
+    /// Writes inbox rows through other storage files' writers and other owners, and
+    /// waits until they are durable.
+    async fn write_remote_inbox(&self, routes: InboxRoutes) -> Result<(), Rejection> {
+        for (target, ops) in routes {
+            match target {
+                InboxTarget::File(file) => {
+                    self.submit(file, WriteOp::Inbox(ops)).await?;
+                }
+                InboxTarget::Peer(owner) => {
+                    let Some(peers) = &self.peers else {
+                        return Err(Rejection::internal(
+                            "inbox rows routed to another owner, but this owner has no peers",
+                        ));
+                    };
+                    let updates = ops.into_iter().map(InboxUpdate::from).collect();
+                    peers.update_inbox(owner, updates).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the user's conversations from the inbox in their home shard, reading rows of
+    /// conversations held elsewhere from their owners.
+    async fn list_conversations(&self, user: String) -> Result<Vec<ConversationInfo>, Rejection> {
+        let databases = self.databases.clone();
+        let placement = self.placement;
+        let shards = self.shards.clone();
+        let reader = user.clone();
+        let (mut found, remote) = run_blocking(move || {
+            read::list_conversations(&databases, placement, &shards, &reader).map(Ok)
+        })
+        .await??;
+
+        for (owner, conversation_ids) in remote {
+            let Some(peers) = &self.peers else {
+                return Err(Rejection::internal(
+                    "inbox names conversations on another owner, but this owner has no peers",
+                ));
+            };
+            found.extend(
+                peers
+                    .conversations(owner, user.clone(), conversation_ids)
+                    .await?,
+            );
+        }
+        found.sort_by_key(|info| info.conversation_id);
+        Ok(found)
+    }
+
+    /// Rejects a request for a virtual shard this owner does not hold.
+    fn check_holds(&self, request: &OwnerRequest) -> Result<(), Rejection> {
+        let conversation_id = match request {
+            OwnerRequest::ListConversations { user } => {
+                let (vshard, _) = self.placement.user(user);
+                return self
+                    .shards
+                    .check_local(vshard, &format!("the home shard of user {user}"));
+            }
+            OwnerRequest::Send(send) => send.conversation_id,
+            OwnerRequest::History { request, .. } => request.conversation_id,
+            OwnerRequest::CreateGroup {
+                conversation_id, ..
+            } => *conversation_id,
+            OwnerRequest::AddMembers { request, .. }
+            | OwnerRequest::RemoveMembers { request, .. } => request.conversation_id,
+            OwnerRequest::Leave { request, .. } => request.conversation_id,
+        };
+        let (vshard, _) = self.placement.conversation(conversation_id);
+        self.shards
+            .check_local(vshard, &format!("conversation {conversation_id}"))
     }
 
     /// Runs the checks that need no stored state; returns the conversation to route to.

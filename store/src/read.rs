@@ -1,11 +1,14 @@
 //! Read-only requests: history pages and the conversation list. They run in read
 //! transactions, which see every committed batch and never wait for a writer.
 
+use std::collections::BTreeMap;
+
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tidings_schema::Rejection;
 use tidings_schema::frame::{ConversationInfo, HistoryPage, HistoryRequest};
 
 use crate::batch::{StoreResult, not_member, read_conversation, unknown_conversation};
+use crate::cluster::{ShardHolder, ShardMap};
 use crate::record::MessageRecord;
 use crate::tables::{CONVERSATIONS, MESSAGES, Placement, USER_CONVERSATIONS};
 
@@ -68,23 +71,44 @@ pub(crate) fn history(
     }))
 }
 
-/// Lists the user's conversations from their inbox, with each conversation's current row.
+/// Conversation ids held by other owners, by owner index.
+pub(crate) type RemoteConversations = Vec<(usize, Vec<u64>)>;
+
+/// Lists the user's conversations from their inbox, with each conversation's current row
+/// where this owner holds it. Returns the ids of the others grouped by their owner.
 pub(crate) fn list_conversations(
     databases: &[std::sync::Arc<Database>],
     placement: Placement,
+    shards: &ShardMap,
     user: &str,
-) -> StoreResult<Vec<ConversationInfo>> {
+) -> StoreResult<(Vec<ConversationInfo>, RemoteConversations)> {
     let (home_vshard, home_file) = placement.user(user);
     let txn = databases[home_file].begin_read()?;
     let inbox = txn.open_table(USER_CONVERSATIONS)?;
-    let mut conversation_ids = Vec::new();
+    let mut local = Vec::new();
+    let mut remote: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for entry in inbox.range((home_vshard, user, 0)..=(home_vshard, user, u64::MAX))? {
         let (key, _) = entry?;
-        conversation_ids.push(key.value().2);
+        let conversation_id = key.value().2;
+        let (vshard, _) = placement.conversation(conversation_id);
+        match shards.holder(vshard) {
+            ShardHolder::Local => local.push(conversation_id),
+            ShardHolder::Peer(owner) => remote.entry(owner).or_default().push(conversation_id),
+        }
     }
+    let conversations = conversations_by_id(databases, placement, user, &local)?;
+    Ok((conversations, remote.into_iter().collect()))
+}
 
+/// Reads the rows of the listed conversations that `user` is a member of, in list order.
+pub(crate) fn conversations_by_id(
+    databases: &[std::sync::Arc<Database>],
+    placement: Placement,
+    user: &str,
+    conversation_ids: &[u64],
+) -> StoreResult<Vec<ConversationInfo>> {
     let mut conversations = Vec::with_capacity(conversation_ids.len());
-    for conversation_id in conversation_ids {
+    for &conversation_id in conversation_ids {
         let (_, file) = placement.conversation(conversation_id);
         let txn = databases[file].begin_read()?;
         let table = txn.open_table(CONVERSATIONS)?;

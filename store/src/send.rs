@@ -91,7 +91,7 @@ impl Batch<'_, '_> {
         conversation_id: u64,
         sender: &str,
         peer: &str,
-    ) -> crate::batch::StoreResult<Vec<(usize, Vec<InboxOp>)>> {
+    ) -> crate::batch::StoreResult<crate::inbox::InboxRoutes> {
         // NOTE: both members join at seq 1, the first message, which is the one being sent.
         let members = [sender, peer].map(|user_id| Member {
             user_id: user_id.to_owned(),

@@ -17,13 +17,19 @@ pub(crate) fn invalid(message: impl Into<String>) -> Rejection {
 
 pub(crate) fn check_user(field: &str, user_id: &str) -> Result<(), Rejection> {
     if ids::is_valid_user_id(user_id) {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "{field} {user_id:?} is not a valid user id: use 1 to 64 ASCII letters, digits, \
-             '.', '_', '-' or '@'"
-        )))
+        return Ok(());
     }
+    // Echo at most the start of a long id, so a hostile request cannot inflate the reply.
+    let shown: String = user_id.chars().take(80).collect();
+    let ellipsis = if shown.len() < user_id.len() {
+        "…"
+    } else {
+        ""
+    };
+    Err(invalid(format!(
+        "{field} {shown:?}{ellipsis} is not a valid user id: use 1 to 64 ASCII letters, \
+         digits, '.', '_', '-' or '@'"
+    )))
 }
 
 /// Checks the fields of a send that do not depend on the conversation's state.
@@ -38,6 +44,11 @@ pub(crate) fn check_send(request: &SendRequest, limits: &Limits) -> Result<(), R
     }
 
     let body_len = request.body.len();
+    if request.body.trim().is_empty() {
+        return Err(invalid(
+            "message body is empty; send at least one visible character",
+        ));
+    }
     if body_len > limits.max_message_bytes as usize {
         return Err(Rejection::new(
             ErrorCode::MessageTooLarge,
@@ -188,5 +199,28 @@ mod tests {
         let bad = vec!["no spaces".into()];
         let error = check_create_group("alice", "team", &bad, &limits).unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn empty_body_is_invalid() {
+        let request = SendRequest {
+            sender: "alice".into(),
+            client_msg_id: "k1".into(),
+            body: " \n".into(),
+            ..SendRequest::default()
+        };
+        let error = check_send(&request, &Limits::default()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn long_invalid_user_id_is_cut_in_message() {
+        let long = "x y".repeat(2_000);
+        let error = check_user("member", &long).unwrap_err();
+        assert!(
+            error.message.len() < 300,
+            "message has {} bytes",
+            error.message.len()
+        );
     }
 }

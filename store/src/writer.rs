@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::batch::{Batch, Finished, OpOutcome, StoreResult, Tables, WriteOp, WriterContext};
 use crate::fanout::Fanout;
+use crate::inbox::{InboxRoutes, InboxTarget};
+use crate::inbox_forward::PeerInboxQueue;
 
 /// The reply channel of one queued request.
 pub(crate) type ReplySender = oneshot::Sender<Result<OpOutcome, Rejection>>;
@@ -73,6 +75,8 @@ pub(crate) struct Writer {
     pub queue: Receiver<Command>,
     /// Queues of every writer of the owner, indexed by file, for inbox advances.
     pub peers: Arc<[SyncSender<Command>]>,
+    /// Queue of inbox advances for users homed on other owners; `None` with one owner.
+    pub peer_inbox: Option<PeerInboxQueue>,
     pub fanout: Arc<Fanout>,
     /// Count of successful commits across the owner's writers.
     pub commits: Arc<AtomicU64>,
@@ -148,7 +152,7 @@ impl Writer {
             Ok((results, finished)) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(requests = jobs.len(), "batch committed");
-                self.fanout.publish(finished.deliveries);
+                self.fanout.publish(finished.deliveries, Instant::now());
                 self.forward_advances(finished.remote_advances);
                 for (job, result) in jobs.into_iter().zip(results) {
                     if let Some(reply) = job.reply {
@@ -173,9 +177,19 @@ impl Writer {
         }
     }
 
-    /// Hands inbox advances to the writers of other files without waiting for them.
-    fn forward_advances(&self, advances: Vec<(usize, Vec<crate::inbox::InboxOp>)>) {
-        for (file, ops) in advances {
+    /// Hands inbox advances to the writers of other files, or to the mesh for users homed
+    /// on other owners, without waiting for them.
+    fn forward_advances(&self, advances: InboxRoutes) {
+        for (target, ops) in advances {
+            let file = match target {
+                InboxTarget::File(file) => file,
+                InboxTarget::Peer(owner) => {
+                    if let Some(queue) = &self.peer_inbox {
+                        queue.offer(owner, ops);
+                    }
+                    continue;
+                }
+            };
             let job = Job {
                 op: WriteOp::Inbox(ops),
                 reply: None,
@@ -232,6 +246,7 @@ mod tests {
         WriterContext {
             file: 0,
             placement: Placement::new(1),
+            shards: crate::cluster::ShardMap::single("owner-1"),
             limits: Limits::default(),
             idempotency_window_ms: window_ms,
         }

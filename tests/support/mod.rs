@@ -102,6 +102,27 @@ impl Process {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit; kills it with
+    /// SIGKILL after that. Returns whether it exited on its own.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        if sent.is_ok() {
+            let deadline = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return true;
+                }
+                // NOTE: std offers no wait with a timeout, so the exit is polled.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+        false
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -24,6 +24,8 @@ use tidings_schema::codec;
 use tidings_schema::frame::{Frame, Hello, Welcome};
 use tidings_store::{Owner, OwnerConfig};
 
+pub mod web;
+
 /// Upper bound on every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -39,6 +41,12 @@ pub struct TestEdge {
 impl TestEdge {
     pub fn addr(&self) -> SocketAddr {
         self.edge.as_ref().expect("edge is running").local_addr()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        let edge = self.edge.as_ref().expect("edge is running");
+        edge.http_addr()
+            .expect("the harness configures an HTTP port")
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -66,6 +74,7 @@ pub async fn start_edge(adjust: impl FnOnce(&mut EdgeConfig)) -> Result<TestEdge
             dir: pki_dir.clone(),
         },
         public_edges: vec!["127.0.0.1:4433".to_owned()],
+        http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ..EdgeConfig::default()
     };
     adjust(&mut config);
