@@ -13,6 +13,9 @@ as_root() {
 install_packages() {
     local missing=()
     command -v capnp >/dev/null || missing+=(capnproto)
+    command -v gtlsclient >/dev/null || missing+=(ngtcp2-client)
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         as_root apt-get update -qq
@@ -21,6 +24,20 @@ install_packages() {
 }
 
 install_packages
+
+# The interop tests run aioquic and pycapnp from a virtual environment, so pip never
+# touches the system Python (Debian 12 marks it externally managed).
+install_interop_python() {
+    local venv=target/interop-venv
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating $venv"
+        python3 -m venv "$venv"
+    fi
+    log "installing the Python interop clients"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+}
+
+install_interop_python
 
 log "cargo fmt --check"
 cargo fmt --all --check

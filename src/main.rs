@@ -36,6 +36,8 @@ enum Command {
     Client(tidings_clients::cli::ClientArgs),
     /// Run a benchmark and print its figures.
     Bench(bench::BenchArgs),
+    /// Emulate a lossy link (namespaces and TUN devices, or a UDP proxy).
+    Netsim(tidings_netsim::cli::NetsimArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token::run(args).map(|()| None),
             Command::Client(args) => Ok(Some(tidings_clients::cli::run(args).await)),
             Command::Bench(args) => bench::run(args).await.map(|()| None),
+            Command::Netsim(args) => tidings_netsim::cli::run(args).await.map(Some),
         }
     });
     match result {

@@ -12,11 +12,13 @@ use tracing::debug;
 
 use crate::backoff::jitter_sample;
 use crate::config::ClientConfig;
+use crate::config::Transport;
+use crate::connect::connect;
 use crate::deliveries::DeliverySink;
 use crate::error::{ClientError, ConnectError, StreamError};
 use crate::reconnect::{State, Supervisor};
 use crate::session::Session;
-use crate::transport::{handshake, quic_config};
+use crate::transport::quic_config;
 
 /// A connection to a Tidings edge that reconnects by itself.
 ///
@@ -53,27 +55,22 @@ pub(crate) enum OnLoss {
 }
 
 impl Client {
-    /// Connects to `config.server` and completes the handshake.
+    /// Connects to `config.server` over the transports `config.transport` allows and
+    /// completes the handshake.
     ///
-    /// The first connection is attempted once, so a wrong address or token fails fast.
-    /// After that the client reconnects by itself whenever the connection is lost.
+    /// The first connection is attempted once per transport, so a wrong address or token
+    /// fails fast. After that the client reconnects by itself whenever the connection is
+    /// lost, first over the transport that worked last.
     pub async fn connect(config: ClientConfig) -> Result<Client, ConnectError> {
         let quic = quic_config(&config.trust)?;
-        let handshaken = tokio::time::timeout(
-            config.connect_timeout,
-            handshake(&config, &quic, &config.server),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            server: config.server.clone(),
-            after: config.connect_timeout,
-        })??;
+        let connected = connect(&config, &quic, &config.server, Transport::Quic).await?;
 
         let (delivery_tx, delivery_rx) = mpsc::channel(config.delivery_buffer.max(1));
         let sink = DeliverySink::new(delivery_tx);
-        let welcome = Arc::new(Mutex::new(handshaken.welcome.clone()));
-        debug!(server = %config.server, user_id = %handshaken.welcome.user_id, "session started");
-        let session = Session::start(handshaken, sink.clone());
+        let welcome = Arc::new(Mutex::new(connected.welcome().clone()));
+        let user_id = &connected.welcome().user_id;
+        debug!(server = %config.server, %user_id, "session started");
+        let session = Session::start(connected, sink.clone());
 
         let (state_tx, state_rx) = watch::channel(State::Ready(session.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -111,6 +108,15 @@ impl Client {
     /// Returns the authenticated user id.
     pub fn user_id(&self) -> String {
         self.welcome().user_id
+    }
+
+    /// Returns the transport of the current session, [`Transport::Quic`] or
+    /// [`Transport::WebSocket`], or `None` while the client is reconnecting or closed.
+    pub fn transport(&self) -> Option<Transport> {
+        match &*self.shared.state.borrow() {
+            State::Ready(session) => Some(session.transport()),
+            _ => None,
+        }
     }
 
     /// Reports whether a session is live right now.

@@ -12,6 +12,57 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:4433";
 /// TLS server name the development certificate is issued for.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 
+/// Default TCP port of the WebSocket fallback, the HTTP port of a local `tidings serve`.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// Path of the WebSocket endpoint on the edge's HTTP port.
+pub const WEBSOCKET_PATH: &str = "/v1/ws";
+
+/// Transports a [`crate::Client`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// QUIC first; WebSocket when QUIC gets no connection within
+    /// [`ClientConfig::quic_fallback_timeout`] or fails before the TLS handshake ends.
+    #[default]
+    Auto,
+    /// Native QUIC (ALPN `tidings/1`) only.
+    Quic,
+    /// The WebSocket fallback only: one frame per binary message over TCP.
+    WebSocket,
+}
+
+impl Transport {
+    /// Returns the name used on the command line and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Auto => "auto",
+            Transport::Quic => "quic",
+            Transport::WebSocket => "ws",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Transport::Auto),
+            "quic" => Ok(Transport::Quic),
+            "ws" | "websocket" => Ok(Transport::WebSocket),
+            other => Err(format!(
+                "invalid transport {other:?}; expected auto, quic or ws"
+            )),
+        }
+    }
+}
+
 /// Source of the CA certificates the client trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustRoots {
@@ -44,6 +95,14 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// Delays between reconnect attempts.
     pub reconnect_backoff: Backoff,
+    /// Transports the client may use.
+    pub transport: Transport,
+    /// URL of the WebSocket fallback (`ws://` or `wss://`). `None` derives it from the host
+    /// of `server`: port [`DEFAULT_HTTP_PORT`], path [`WEBSOCKET_PATH`], `ws` on loopback
+    /// and `wss` elsewhere, because the edge serves HTTPS off loopback.
+    pub ws_url: Option<String>,
+    /// Maximum time [`Transport::Auto`] waits for QUIC before it tries the WebSocket.
+    pub quic_fallback_timeout: Duration,
     /// Consecutive failed reconnect attempts after which the client gives up and every
     /// call fails with the last connection error.
     pub max_reconnect_attempts: u32,
@@ -73,7 +132,62 @@ impl ClientConfig {
             max_attempts: 8,
             reconnect_backoff: Backoff::default(),
             max_reconnect_attempts: 60,
+            transport: Transport::Auto,
+            ws_url: None,
+            quic_fallback_timeout: Duration::from_secs(3),
             delivery_buffer: 1024,
         }
+    }
+
+    /// Returns the WebSocket URL: `ws_url`, or the one derived from `server`.
+    pub fn websocket_url(&self) -> String {
+        if let Some(url) = &self.ws_url {
+            return url.clone();
+        }
+        let host = match self.server.rsplit_once(':') {
+            Some((host, _port)) => host,
+            None => self.server.as_str(),
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let is_loopback = bare == "localhost"
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let scheme = if is_loopback { "ws" } else { "wss" };
+        format!("{scheme}://{host}:{DEFAULT_HTTP_PORT}{WEBSOCKET_PATH}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_url_derives_from_server() {
+        let cases = [
+            ("127.0.0.1:4433", "ws://127.0.0.1:8080/v1/ws"),
+            ("localhost:4433", "ws://localhost:8080/v1/ws"),
+            ("[::1]:4433", "ws://[::1]:8080/v1/ws"),
+            ("chat.example:443", "wss://chat.example:8080/v1/ws"),
+        ];
+        for (server, expected) in cases {
+            let config = ClientConfig::new(server, "token", "device", "ca.pem");
+            assert_eq!(config.websocket_url(), expected, "server {server}");
+        }
+    }
+
+    #[test]
+    fn websocket_url_option_wins() {
+        let mut config = ClientConfig::new("127.0.0.1:4433", "token", "device", "ca.pem");
+        config.ws_url = Some("wss://edge.example/v1/ws".to_owned());
+        assert_eq!(config.websocket_url(), "wss://edge.example/v1/ws");
+    }
+
+    #[test]
+    fn transport_parses_cli_names() {
+        assert_eq!("auto".parse(), Ok(Transport::Auto));
+        assert_eq!("quic".parse(), Ok(Transport::Quic));
+        assert_eq!("ws".parse(), Ok(Transport::WebSocket));
+        assert!("tcp".parse::<Transport>().is_err());
     }
 }

@@ -77,7 +77,7 @@ impl DeliverySink {
 
     /// Passes `message` to the application when it is new, after any messages between
     /// the cursor and it.
-    async fn deliver(&self, session: &Session, message: Message) {
+    pub async fn deliver(&self, session: &Session, message: Message) {
         let _gate = self.gate.lock().await;
         let cursor = self.cursor(message.conversation_id);
         if cursor > 0 && message.seq > cursor + 1 {
@@ -183,10 +183,14 @@ impl DeliverySink {
     }
 }
 
-/// Accepts the server's delivery streams until the connection ends.
-pub(crate) async fn accept_deliveries(session: Arc<Session>, sink: DeliverySink) {
+/// Accepts the server's delivery streams on a QUIC connection until it ends.
+pub(crate) async fn accept_deliveries(
+    session: Arc<Session>,
+    connection: quinn::Connection,
+    sink: DeliverySink,
+) {
     loop {
-        match session.connection.accept_bi().await {
+        match connection.accept_bi().await {
             Ok((send, recv)) => {
                 debug!(stream_id = %send.id(), "server opened a delivery stream");
                 tokio::spawn(read_deliveries(session.clone(), sink.clone(), send, recv));

@@ -44,6 +44,18 @@ pub enum ConnectError {
     Closed { code: CloseCode, reason: String },
     #[error("protocol error from {server}: {reason}")]
     Protocol { server: String, reason: String },
+    #[error("invalid WebSocket URL {url:?}: {reason}; expected ws://HOST:PORT/v1/ws or wss://...")]
+    InvalidUrl { url: String, reason: String },
+    /// The TCP connection, TLS or the WebSocket upgrade failed.
+    #[error("WebSocket connection to {url} failed: {reason}")]
+    WebSocket { url: String, reason: String },
+    /// [`crate::Transport::Auto`] tried QUIC and then the WebSocket fallback, and both
+    /// failed.
+    #[error("QUIC failed ({quic}), and the WebSocket fallback failed too ({websocket})")]
+    Unreachable {
+        quic: Box<ConnectError>,
+        websocket: Box<ConnectError>,
+    },
 }
 
 impl ConnectError {
@@ -54,7 +66,11 @@ impl ConnectError {
             ConnectError::Socket(_)
             | ConnectError::Connect { .. }
             | ConnectError::Handshake { .. }
-            | ConnectError::Timeout { .. } => true,
+            | ConnectError::Timeout { .. }
+            | ConnectError::WebSocket { .. } => true,
+            ConnectError::Unreachable { quic, websocket } => {
+                quic.is_transient() && websocket.is_transient()
+            }
             ConnectError::Rejected(rejection) => rejection.code.is_retryable(),
             ConnectError::Closed { code, .. } => {
                 !matches!(code, CloseCode::AuthFailed | CloseCode::TokenExpired)
@@ -67,8 +83,21 @@ impl ConnectError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ConnectError::Rejected(rejection) => Some(rejection.code),
+            ConnectError::Unreachable { websocket, .. } => websocket.code(),
             _ => None,
         }
+    }
+
+    /// Reports whether QUIC itself failed (no UDP path, no handshake), the case in which
+    /// the WebSocket fallback may still reach the edge.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Socket(_)
+                | ConnectError::Connect { .. }
+                | ConnectError::Handshake { .. }
+                | ConnectError::Timeout { .. }
+        )
     }
 }
 
@@ -118,6 +147,10 @@ impl ClientError {
             ClientError::Rejected(rejection) => Some(rejection),
             ClientError::Connect(error) => match error.as_ref() {
                 ConnectError::Rejected(rejection) => Some(rejection),
+                ConnectError::Unreachable { websocket, .. } => match websocket.as_ref() {
+                    ConnectError::Rejected(rejection) => Some(rejection),
+                    _ => None,
+                },
                 _ => None,
             },
             _ => None,
@@ -135,6 +168,8 @@ pub(crate) enum StreamError {
     Open(#[from] quinn::ConnectionError),
     #[error("stream read failed: {0}")]
     Read(#[from] ReadError),
+    #[error("WebSocket write failed: {0}")]
+    Socket(String),
     /// The stream or connection ended before the reply arrived.
     #[error("stream ended before the reply")]
     Ended,

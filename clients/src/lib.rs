@@ -6,16 +6,20 @@
 //! backoff and full jitter, and retries sends with their idempotency key, so the server
 //! stores a message at most once however often it is retried within its idempotency window.
 //!
-//! This crate is not the edge: it depends on `tidings-schema` only, and has no WebSocket
-//! fallback yet.
+//! When QUIC cannot reach the edge (UDP blocked, port closed), the same API runs over the
+//! WebSocket fallback on the edge's HTTP port: one frame per binary message. [`Transport`]
+//! in [`ClientConfig`] chooses QUIC, WebSocket, or QUIC first with automatic fallback.
 //!
-//! Key types: [`Client`], [`ClientConfig`], [`ClientError`], [`ConnectError`],
-//! [`Backoff`]. The command-line client lives in [`cli`].
+//! This crate is not the edge: it depends on `tidings-schema` only.
+//!
+//! Key types: [`Client`], [`ClientConfig`], [`Transport`], [`ClientError`],
+//! [`ConnectError`], [`Backoff`]. The command-line client lives in [`cli`].
 
 mod backoff;
 pub mod cli;
 mod client;
 mod config;
+mod connect;
 mod deliveries;
 mod error;
 mod reconnect;
@@ -23,10 +27,14 @@ mod requests;
 mod sends;
 mod session;
 mod transport;
+mod websocket;
 
 pub use backoff::Backoff;
 pub use client::Client;
-pub use config::{ClientConfig, DEFAULT_SERVER, DEFAULT_SERVER_NAME, TrustRoots};
+pub use config::{
+    ClientConfig, DEFAULT_HTTP_PORT, DEFAULT_SERVER, DEFAULT_SERVER_NAME, Transport, TrustRoots,
+    WEBSOCKET_PATH,
+};
 pub use error::{ClientError, ConnectError};
 pub use requests::new_client_msg_id;
 pub use tidings_schema::frame::{ConversationInfo, HistoryPage, Message, SendAck, Welcome};

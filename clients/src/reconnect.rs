@@ -11,10 +11,10 @@ use tracing::{info, warn};
 
 use crate::backoff::jitter_sample;
 use crate::config::ClientConfig;
+use crate::connect::connect;
 use crate::deliveries::DeliverySink;
 use crate::error::ConnectError;
 use crate::session::Session;
-use crate::transport::handshake;
 
 /// Maximum wait for the close of the connection to be sent when the client closes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_millis(100);
@@ -47,14 +47,14 @@ impl Supervisor {
         let mut session = first;
         loop {
             tokio::select! {
-                reason = session.connection.closed() => {
-                    info!(%reason, "connection lost; reconnecting");
+                reason = session.closed() => {
+                    info!(%reason, transport = %session.transport(), "connection lost; reconnecting");
                 }
                 _ = self.shutdown.changed() => {
-                    session.connection.close(CloseCode::Normal.as_u32().into(), b"client closed");
-                    // Gives the endpoint a moment to send the close, so the server does not
+                    session.close(CloseCode::Normal, "client closed").await;
+                    // Gives the connection a moment to send the close, so the server does not
                     // wait for its idle timeout when the process exits right after.
-                    let drained = session.endpoint.wait_idle();
+                    let drained = session.flush_close();
                     drop(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, drained).await);
                     self.state.send_replace(State::Closed);
                     return;
@@ -104,24 +104,17 @@ impl Supervisor {
                 _ = self.shutdown.changed() => return Err(None),
             }
 
-            let attempt_result = tokio::time::timeout(
-                self.config.connect_timeout,
-                handshake(&self.config, &self.quic, &target),
-            )
-            .await;
+            // NOTE: each transport attempt is bounded by connect_timeout inside connect.
+            let attempt_result = connect(&self.config, &self.quic, &target, lost.transport()).await;
             let error = match attempt_result {
-                Ok(Ok(handshaken)) => {
-                    info!(server = %target, attempt, "reconnected");
-                    let session = Session::start(handshaken, self.sink.clone());
+                Ok(connected) => {
+                    let session = Session::start(connected, self.sink.clone());
+                    info!(server = %target, attempt, transport = %session.transport(), "reconnected");
                     let sink = self.sink.clone();
                     tokio::spawn(sink.resync(session.clone()));
                     return Ok(session);
                 }
-                Ok(Err(error)) => error,
-                Err(_) => ConnectError::Timeout {
-                    server: target.clone(),
-                    after: self.config.connect_timeout,
-                },
+                Err(error) => error,
             };
             if !error.is_transient() {
                 return Err(Some(error));
@@ -142,14 +135,7 @@ impl Supervisor {
 /// Returns an error when the server closed the session for a reason a reconnect with
 /// the same token cannot fix.
 fn permanent_close(lost: &Session) -> Option<ConnectError> {
-    let code = match lost.connection.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
-            u32::try_from(close.error_code.into_inner())
-                .ok()
-                .and_then(CloseCode::from_u32)
-        }
-        _ => None,
-    }?;
+    let code = lost.close_code()?;
     matches!(code, CloseCode::AuthFailed | CloseCode::TokenExpired).then(|| ConnectError::Closed {
         code,
         reason: code.meaning().to_owned(),

@@ -81,10 +81,7 @@ impl Client {
         let ack = self
             .with_retries("send", OnLoss::Retry, |session| {
                 let send = send.clone();
-                async move {
-                    let streams = &session.conversations;
-                    streams.send(&session.connection, send).await
-                }
+                async move { session.send(send).await }
             })
             .await?;
         self.shared.sink.note_sent(ack.conversation_id, ack.seq);

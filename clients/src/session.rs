@@ -1,5 +1,5 @@
-//! One live session: a QUIC connection after `Welcome`, its control stream and the
-//! requests waiting for replies on it.
+//! One live session: a connection after `Welcome` (QUIC or WebSocket), its control
+//! requests waiting for replies, and how it ends.
 //!
 //! A session never outlives its connection. When the connection ends, every waiting
 //! request gets [`StreamError::Ended`] and the reconnect supervisor builds a new session.
@@ -8,54 +8,119 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tidings_schema::Frame;
 use tidings_schema::codec::{encode_framed, read_frame};
-use tidings_schema::frame::{Close, Welcome};
+use tidings_schema::frame::{Close, Send, SendAck, Welcome};
+use tidings_schema::{CloseCode, Frame, Rejection};
 use tokio::sync::oneshot;
 use tracing::{debug, trace, warn};
 
+use crate::config::Transport;
 use crate::deliveries::{DeliverySink, accept_deliveries};
 use crate::error::StreamError;
 use crate::sends::ConversationStreams;
 use crate::transport::Handshaken;
+use crate::websocket::{WsHandshaken, WsLink};
+
+/// A connection that completed `Hello`/`Welcome` on either transport.
+pub(crate) enum Connected {
+    Quic(Handshaken),
+    WebSocket(WsHandshaken),
+}
+
+impl Connected {
+    pub fn welcome(&self) -> &Welcome {
+        match self {
+            Connected::Quic(handshaken) => &handshaken.welcome,
+            Connected::WebSocket(handshaken) => &handshaken.welcome,
+        }
+    }
+}
+
+/// The transport under a session.
+enum Link {
+    Quic(QuicLink),
+    WebSocket(WsLink),
+}
+
+struct QuicLink {
+    connection: quinn::Connection,
+    control: tokio::sync::Mutex<quinn::SendStream>,
+    conversations: Arc<ConversationStreams>,
+    /// Kept so the endpoint's socket lives as long as the session.
+    endpoint: quinn::Endpoint,
+}
 
 pub(crate) struct Session {
-    pub connection: quinn::Connection,
     pub welcome: Welcome,
-    control: tokio::sync::Mutex<quinn::SendStream>,
+    link: Link,
     requests: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
     next_request_id: AtomicU64,
-    pub conversations: Arc<ConversationStreams>,
-    /// The last `Close` frame the server sent on the control stream, if any.
+    /// The last `Close` frame the server sent, if any.
     close: Mutex<Option<Close>>,
-    /// Kept so the endpoint's socket lives as long as the session.
-    pub endpoint: quinn::Endpoint,
 }
 
 impl Session {
-    /// Wraps a handshaken connection and starts its control reader and delivery acceptor.
-    pub fn start(handshaken: Handshaken, deliveries: DeliverySink) -> Arc<Session> {
-        let Handshaken {
-            connection,
-            control_send,
-            control_recv,
+    /// Wraps a handshaken connection and starts its readers: on QUIC the control stream
+    /// reader and the delivery stream acceptor, on a WebSocket the socket reader.
+    pub fn start(connected: Connected, deliveries: DeliverySink) -> Arc<Session> {
+        match connected {
+            Connected::Quic(handshaken) => {
+                let Handshaken {
+                    connection,
+                    control_send,
+                    control_recv,
+                    welcome,
+                    endpoint,
+                } = handshaken;
+                let link = Link::Quic(QuicLink {
+                    connection: connection.clone(),
+                    control: tokio::sync::Mutex::new(control_send),
+                    conversations: Arc::new(ConversationStreams::new(welcome.limits)),
+                    endpoint,
+                });
+                let session = Session::new(welcome, link);
+                tokio::spawn(read_control(session.clone(), control_recv));
+                tokio::spawn(accept_deliveries(session.clone(), connection, deliveries));
+                session
+            }
+            Connected::WebSocket(handshaken) => {
+                let WsHandshaken { socket, welcome } = handshaken;
+                let (link, reader) = WsLink::new(socket, welcome.limits.max_frame_bytes);
+                let session = Session::new(welcome, Link::WebSocket(link));
+                tokio::spawn(crate::websocket::read_socket(
+                    session.clone(),
+                    reader,
+                    deliveries,
+                ));
+                session
+            }
+        }
+    }
+
+    fn new(welcome: Welcome, link: Link) -> Arc<Session> {
+        Arc::new(Session {
             welcome,
-            endpoint,
-        } = handshaken;
-        let session = Arc::new(Session {
-            connection,
-            conversations: Arc::new(ConversationStreams::new(welcome.limits)),
-            welcome,
-            control: tokio::sync::Mutex::new(control_send),
+            link,
             requests: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
             close: Mutex::new(None),
-            endpoint,
-        });
+        })
+    }
 
-        tokio::spawn(read_control(session.clone(), control_recv));
-        tokio::spawn(accept_deliveries(session.clone(), deliveries));
-        session
+    /// Returns the transport this session runs on.
+    pub fn transport(&self) -> Transport {
+        match self.link {
+            Link::Quic(_) => Transport::Quic,
+            Link::WebSocket(_) => Transport::WebSocket,
+        }
+    }
+
+    /// Returns the WebSocket link, for the socket reader.
+    pub fn websocket(&self) -> Option<&WsLink> {
+        match &self.link {
+            Link::WebSocket(link) => Some(link),
+            Link::Quic(_) => None,
+        }
     }
 
     /// Returns a `request_id` not used before on this session.
@@ -69,7 +134,38 @@ impl Session {
 
     /// Reports whether the connection is still open.
     pub fn is_open(&self) -> bool {
-        self.connection.close_reason().is_none()
+        match &self.link {
+            Link::Quic(link) => link.connection.close_reason().is_none(),
+            Link::WebSocket(link) => link.is_open(),
+        }
+    }
+
+    /// Waits until the connection ends and returns why, for logs.
+    pub async fn closed(&self) -> String {
+        match &self.link {
+            Link::Quic(link) => link.connection.closed().await.to_string(),
+            Link::WebSocket(link) => link.closed().await,
+        }
+    }
+
+    /// Closes the connection with `code`. Pending requests fail with
+    /// [`StreamError::Ended`].
+    pub async fn close(&self, code: CloseCode, reason: &str) {
+        match &self.link {
+            Link::Quic(link) => link
+                .connection
+                .close(code.as_u32().into(), reason.as_bytes()),
+            Link::WebSocket(link) => link.close(code, reason).await,
+        }
+    }
+
+    /// Waits until the close of the connection was sent and, on a WebSocket, acknowledged.
+    /// Not bounded: callers put a timeout around it.
+    pub async fn flush_close(&self) {
+        match &self.link {
+            Link::Quic(link) => link.endpoint.wait_idle().await,
+            Link::WebSocket(link) => link.wait_ended().await,
+        }
     }
 
     /// Returns the `Close` frame the server sent before closing, if any.
@@ -77,8 +173,52 @@ impl Session {
         self.close.lock().expect("close mutex poisoned").clone()
     }
 
-    /// Sends a request on the control stream and waits for the frame that carries the
-    /// same `request_id`, which may be an `Error` frame.
+    /// Returns the server's close code: the one of its `Close` frame, else the one the
+    /// transport closed with.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        if let Some(close) = self.close_frame() {
+            return CloseCode::from_u32(close.code);
+        }
+        match &self.link {
+            Link::Quic(link) => match link.connection.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+                    u32::try_from(close.error_code.into_inner())
+                        .ok()
+                        .and_then(CloseCode::from_u32)
+                }
+                _ => None,
+            },
+            Link::WebSocket(link) => link.close_code(),
+        }
+    }
+
+    /// Writes one frame on the control stream (QUIC) or the socket (WebSocket).
+    pub async fn write_frame(&self, frame: &Frame) -> Result<(), StreamError> {
+        match &self.link {
+            Link::Quic(link) => {
+                let mut bytes = Vec::new();
+                encode_framed(frame, &mut bytes);
+                link.control.lock().await.write_all(&bytes).await?;
+                Ok(())
+            }
+            Link::WebSocket(link) => link.write(frame).await,
+        }
+    }
+
+    /// Sends a message and waits for its `SendAck` or rejection: on QUIC on the
+    /// conversation's stream, on a WebSocket on the socket.
+    ///
+    /// Cancel safety: a cancelled call leaves the send registered until its reply
+    /// arrives or the connection ends; the server may still commit the message.
+    pub async fn send(&self, send: Send) -> Result<Result<SendAck, Rejection>, StreamError> {
+        match &self.link {
+            Link::Quic(link) => link.conversations.send(&link.connection, send).await,
+            Link::WebSocket(link) => link.send(send).await,
+        }
+    }
+
+    /// Sends a request and waits for the frame that carries the same `request_id`,
+    /// which may be an `Error` frame.
     ///
     /// Cancel safety: a cancelled call leaves the request registered until its reply
     /// arrives or the session ends, and the reply is then dropped.
@@ -89,19 +229,47 @@ impl Session {
             .expect("request map poisoned")
             .insert(request_id, reply_tx);
 
-        let mut bytes = Vec::new();
-        encode_framed(&frame, &mut bytes);
-        let written = self.control.lock().await.write_all(&bytes).await;
-        if let Err(error) = written {
+        if let Err(error) = self.write_frame(&frame).await {
             self.requests
                 .lock()
                 .expect("request map poisoned")
                 .remove(&request_id);
-            return Err(error.into());
+            return Err(error);
         }
         trace!(request_id, kind = frame.kind(), "request sent");
 
         reply_rx.await.map_err(|_| StreamError::Ended)
+    }
+
+    /// Handles a frame of the control channel: routes replies to their requests and
+    /// records `Close`.
+    pub fn handle_control(&self, frame: Frame) {
+        if let Some(request_id) = reply_request_id(&frame) {
+            self.complete_request(request_id, frame);
+            return;
+        }
+        match frame {
+            Frame::Close(close) => {
+                debug!(
+                    code = close.code,
+                    retry_after_ms = close.retry_after_ms,
+                    "server sent Close"
+                );
+                *self.close.lock().expect("close mutex poisoned") = Some(close);
+            }
+            Frame::Error(error) => {
+                warn!(code = %error.code, message = %error.message, "server reported an error")
+            }
+            other => warn!(
+                kind = other.kind(),
+                "unexpected frame on the control channel"
+            ),
+        }
+    }
+
+    /// Drops every waiting request, so its caller sees [`StreamError::Ended`].
+    pub fn end_requests(&self) {
+        self.requests.lock().expect("request map poisoned").clear();
     }
 
     fn complete_request(&self, request_id: u64, frame: Frame) {
@@ -122,8 +290,8 @@ impl Session {
     }
 }
 
-/// Returns the `request_id` of the request a control-stream frame replies to, or `None`
-/// for frames that reply to no request.
+/// Returns the `request_id` of the request a control frame replies to, or `None` for
+/// frames that reply to no request.
 fn reply_request_id(frame: &Frame) -> Option<u64> {
     match frame {
         Frame::HistoryPage(page) => Some(page.request_id),
@@ -134,12 +302,12 @@ fn reply_request_id(frame: &Frame) -> Option<u64> {
     }
 }
 
-/// Reads the control stream until it ends, routing replies to their requests.
+/// Reads the QUIC control stream until it ends, routing replies to their requests.
 async fn read_control(session: Arc<Session>, mut recv: quinn::RecvStream) {
     let max_frame_bytes = session.max_frame_bytes();
     loop {
-        let frame = match read_frame(&mut recv, max_frame_bytes).await {
-            Ok(Some(frame)) => frame,
+        match read_frame(&mut recv, max_frame_bytes).await {
+            Ok(Some(frame)) => session.handle_control(frame),
             Ok(None) => {
                 debug!("server ended the control stream");
                 break;
@@ -150,28 +318,6 @@ async fn read_control(session: Arc<Session>, mut recv: quinn::RecvStream) {
                 }
                 break;
             }
-        };
-
-        if let Some(request_id) = reply_request_id(&frame) {
-            session.complete_request(request_id, frame);
-            continue;
-        }
-        match frame {
-            Frame::Close(close) => {
-                debug!(
-                    code = close.code,
-                    retry_after_ms = close.retry_after_ms,
-                    "server sent Close"
-                );
-                *session.close.lock().expect("close mutex poisoned") = Some(close);
-            }
-            Frame::Error(error) => {
-                warn!(code = %error.code, message = %error.message, "server reported an error")
-            }
-            other => warn!(
-                kind = other.kind(),
-                "unexpected frame on the control stream"
-            ),
         }
     }
 
@@ -179,12 +325,8 @@ async fn read_control(session: Arc<Session>, mut recv: quinn::RecvStream) {
     // connection is closed to make the supervisor reconnect.
     if session.is_open() {
         session
-            .connection
-            .close(0u32.into(), b"control stream ended");
+            .close(CloseCode::Normal, "control stream ended")
+            .await;
     }
-    session
-        .requests
-        .lock()
-        .expect("request map poisoned")
-        .clear();
+    session.end_requests();
 }

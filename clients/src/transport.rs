@@ -67,7 +67,7 @@ pub(crate) fn quic_config(trust: &TrustRoots) -> Result<quinn::ClientConfig, Con
     Ok(config)
 }
 
-fn load_roots(trust: &TrustRoots) -> Result<RootCertStore, ConnectError> {
+pub(crate) fn load_roots(trust: &TrustRoots) -> Result<RootCertStore, ConnectError> {
     let (origin, pem) = match trust {
         TrustRoots::CaPemFile(path) => {
             let pem = std::fs::read(path).map_err(|source| ConnectError::ReadCa {

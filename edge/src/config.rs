@@ -63,6 +63,10 @@ pub struct EdgeConfig {
     /// TCP address of the HTTP port (WebSocket fallback, health, metrics); `None` serves
     /// no HTTP. Port 0 picks a free port.
     pub http_listen: Option<SocketAddr>,
+    /// Whether the HTTP port serves HTTPS with the edge's certificate. `None` decides by
+    /// address: plain HTTP on loopback (the development default, where browsers treat
+    /// `http://127.0.0.1` as a secure context), HTTPS on any other address.
+    pub http_tls: Option<bool>,
     /// Origins (`scheme://host:port`) allowed to open WebSocket and WebTransport
     /// sessions. Empty allows the edge's own HTTP origins only.
     pub allowed_origins: Vec<String>,
@@ -87,6 +91,7 @@ impl Default for EdgeConfig {
             session_queue: 1024,
             public_edges: Vec::new(),
             http_listen: None,
+            http_tls: None,
             allowed_origins: Vec::new(),
             cert_rotation: RotationSchedule::default(),
         }
@@ -94,9 +99,34 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// Reports whether an HTTP port bound to `addr` serves HTTPS; see `http_tls`.
+    pub fn http_uses_tls(&self, addr: SocketAddr) -> bool {
+        self.http_tls.unwrap_or(!addr.ip().is_loopback())
+    }
+
     /// Returns the keep-alive interval: a third of the idle timeout, so two keep-alives can
     /// be lost before the peer's idle timer fires.
     pub fn keep_alive_interval(&self) -> Duration {
         self.idle_timeout / 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_tls_defaults_from_address() {
+        let config = EdgeConfig::default();
+        assert!(!config.http_uses_tls(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert!(!config.http_uses_tls("[::1]:8080".parse().unwrap()));
+        assert!(config.http_uses_tls(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        assert!(config.http_uses_tls(SocketAddr::from(([192, 0, 2, 7], 443))));
+
+        let forced = EdgeConfig {
+            http_tls: Some(true),
+            ..EdgeConfig::default()
+        };
+        assert!(forced.http_uses_tls(SocketAddr::from(([127, 0, 0, 1], 8080))));
     }
 }

@@ -23,6 +23,7 @@ use crate::connection::serve_streams;
 use crate::fanout::run_dispatcher;
 use crate::http::serve_http;
 use crate::http3::serve_h3;
+use crate::https::TlsListener;
 use crate::metrics::{EdgeMetrics, Transport};
 use crate::origin::OriginPolicy;
 use crate::registry::SessionRegistry;
@@ -133,15 +134,16 @@ impl Edge {
         }
 
         let http = match config.http_listen {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::BindHttp { addr, source })?;
-                Some(listener)
-            }
-            None => None,
+            Some(addr) => bind_http(addr).await?,
+            None => Vec::new(),
         };
-        let http_addr = http.as_ref().and_then(crate::http::local_addr);
+        let http_addr = http.first().and_then(crate::http::local_addr);
+        let http_tls = http_addr.is_some_and(|addr| config.http_uses_tls(addr));
+        let https_config = if http_tls {
+            Some(crate::https::https_config(&certs)?)
+        } else {
+            None
+        };
         let origins = OriginPolicy::new(&config.allowed_origins, http_addr);
 
         let shared = Arc::new(EdgeShared {
@@ -167,18 +169,53 @@ impl Edge {
                 Arc::clone(&shared),
             )));
         }
-        if let Some(listener) = http {
-            tasks.push(tokio::spawn(serve_http(listener, Arc::clone(&shared))));
+        for listener in http {
+            let edge = Arc::clone(&shared);
+            let task = match &https_config {
+                Some(tls) => {
+                    let addr = crate::http::local_addr(&listener);
+                    let listener =
+                        TlsListener::new(listener, Arc::clone(tls), edge.shutdown.clone())
+                            .map_err(|source| StartError::BindHttp {
+                                addr: addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                                source,
+                            })?;
+                    tokio::spawn(serve_http(listener, edge))
+                }
+                None => tokio::spawn(serve_http(listener, edge)),
+            };
+            tasks.push(task);
         }
-        info!(%local_addr, http = ?http_addr, edge_id = %shared.config.edge_id, "edge listening");
+        info!(%local_addr, http = ?http_addr, http_tls, edge_id = %shared.config.edge_id, "edge listening");
         Ok(EdgeHandle {
             local_addr,
             http_addr,
+            http_tls,
             endpoints,
             shared,
             tasks,
         })
     }
+}
+
+/// Binds the HTTP port on `addr` and, when that is `127.0.0.1`, the same port on `[::1]`,
+/// because browsers may resolve `localhost` to either.
+async fn bind_http(addr: SocketAddr) -> Result<Vec<TcpListener>, StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::BindHttp { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::BindHttp { addr, source })?;
+    let mut listeners = vec![listener];
+    if bound.ip().is_loopback() && bound.is_ipv4() {
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, bound.port()));
+        match TcpListener::bind(v6).await {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => warn!(%error, "no HTTP listener on ::1; browsers must use 127.0.0.1"),
+        }
+    }
+    Ok(listeners)
 }
 
 fn spawn_dispatchers(shared: &Arc<EdgeShared>) {
@@ -355,6 +392,7 @@ async fn reject_uni_streams(connection: quinn::Connection) {
 pub struct EdgeHandle {
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    http_tls: bool,
     endpoints: Vec<Endpoint>,
     shared: Arc<EdgeShared>,
     tasks: Vec<JoinHandle<()>>,
@@ -379,6 +417,11 @@ impl EdgeHandle {
     /// Returns the TCP address of the HTTP port, when one is configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Reports whether the HTTP port serves HTTPS (and `wss`) rather than plain HTTP.
+    pub fn http_is_tls(&self) -> bool {
+        self.http_tls
     }
 
     /// Returns the edge's counters.

@@ -33,8 +33,13 @@ pub fn router(edge: Arc<EdgeShared>) -> Router {
         .with_state(edge)
 }
 
-/// Serves HTTP on `listener` until the edge shuts down.
-pub async fn serve_http(listener: TcpListener, edge: Arc<EdgeShared>) {
+/// Serves HTTP on `listener` (plain TCP, or [`crate::https::TlsListener`] for HTTPS)
+/// until the edge shuts down.
+pub async fn serve_http<L>(listener: L, edge: Arc<EdgeShared>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = edge.shutdown.clone().cancelled_owned();
     let app = router(Arc::clone(&edge));
     if let Err(error) = axum::serve(listener, app)

@@ -25,6 +25,7 @@ mod fanout;
 mod hello;
 pub mod http;
 mod http3;
+mod https;
 pub mod metrics;
 pub mod origin;
 pub mod rate;

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use tidings_schema::ErrorCode;
 use tidings_schema::ids::direct_conversation_id;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -83,6 +84,27 @@ async fn send(
     Ok(())
 }
 
+/// Number of earlier messages `chat` prints when it starts.
+const CHAT_BACKLOG: u32 = 20;
+
+/// Prints the conversation's latest messages, oldest first, so a chat that starts after
+/// others have written shows what it missed. Returns the highest seq printed (0 if none).
+async fn print_recent(client: &Client, conversation_id: u64) -> Result<u64, CommandError> {
+    let page = match client.history(conversation_id, 0, CHAT_BACKLOG).await {
+        Ok(page) => page,
+        // A direct conversation does not exist until its first message.
+        Err(error) if error.code() == Some(ErrorCode::UnknownConversation) => return Ok(0),
+        Err(error) => return Err(error.into()),
+    };
+    if page.next_before_seq != 0 {
+        eprintln!("(earlier messages: history --conversation {conversation_id})");
+    }
+    for message in page.messages.iter().rev() {
+        println!("{}", message_line(message));
+    }
+    Ok(page.messages.first().map_or(0, |message| message.seq))
+}
+
 async fn chat(client: &Client, target: &Target) -> Result<(), CommandError> {
     let (conversation_id, peer) = resolve_target(client, target);
     let mut deliveries = client.deliveries().ok_or_else(|| {
@@ -91,6 +113,7 @@ async fn chat(client: &Client, target: &Target) -> Result<(), CommandError> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     // Messages this process sent, so their echo to this device is not printed twice.
     let mut sent_ids = HashSet::new();
+    let shown_up_to = print_recent(client, conversation_id).await?;
     eprintln!("chatting in conversation {conversation_id}; Ctrl-D exits");
 
     loop {
@@ -112,6 +135,7 @@ async fn chat(client: &Client, target: &Target) -> Result<(), CommandError> {
                     return Err(CommandError::Failed("the delivery stream closed".to_owned()));
                 };
                 if message.conversation_id == conversation_id
+                    && message.seq > shown_up_to
                     && !sent_ids.contains(&message.message_id)
                 {
                     println!("{}", message_line(&message));
@@ -180,7 +204,14 @@ async fn history(
             }
         }
 
-        if !all || page.next_before_seq == 0 {
+        if page.next_before_seq == 0 {
+            return Ok(());
+        }
+        if !all {
+            eprintln!(
+                "(more: history --conversation {conversation_id} --before {}, or --all)",
+                page.next_before_seq
+            );
             return Ok(());
         }
         if before_seq != 0 && page.next_before_seq >= before_seq {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tidings_schema::Rejection;
 
-use crate::config::{ClientConfig, DEFAULT_SERVER};
+use crate::config::{ClientConfig, DEFAULT_SERVER, Transport};
 use crate::error::{ClientError, ConnectError};
 
 pub use output::{ack_json, conversation_json, message_json, message_line};
@@ -43,6 +43,14 @@ pub struct ClientArgs {
     /// Data directory of a local `tidings serve`, where its development CA lives.
     #[arg(long, global = true, default_value = "./tidings-data")]
     pub data_dir: PathBuf,
+    /// Transport: quic, ws (the WebSocket fallback over TCP), or auto (QUIC, then ws when
+    /// QUIC gets no connection within 3 s).
+    #[arg(long, global = true, default_value = "auto")]
+    pub transport: Transport,
+    /// WebSocket URL for the ws transport [default: ws://HOST:8080/v1/ws with the host of
+    /// --server, wss:// when that host is not loopback].
+    #[arg(long, global = true)]
+    pub ws_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -182,7 +190,10 @@ impl ClientArgs {
             .cert
             .clone()
             .unwrap_or_else(|| self.data_dir.join("tls").join("ca.pem"));
-        Ok(ClientConfig::new(self.server.clone(), token, device, cert))
+        let mut config = ClientConfig::new(self.server.clone(), token, device, cert);
+        config.transport = self.transport;
+        config.ws_url = self.ws_url.clone();
+        Ok(config)
     }
 }
 

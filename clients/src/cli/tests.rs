@@ -125,6 +125,30 @@ fn config_uses_data_dir_ca_by_default() {
 }
 
 #[test]
+fn transport_options_reach_config() {
+    let args = parse(&["conversations", "--token", "t"]).unwrap();
+    let config = args.client_config().unwrap();
+    assert_eq!(config.transport, crate::Transport::Auto);
+    assert_eq!(config.ws_url, None);
+
+    let args = parse(&[
+        "conversations",
+        "--token",
+        "t",
+        "--transport",
+        "ws",
+        "--ws-url",
+        "ws://127.0.0.1:9000/v1/ws",
+    ])
+    .unwrap();
+    let config = args.client_config().unwrap();
+    assert_eq!(config.transport, crate::Transport::WebSocket);
+    assert_eq!(config.websocket_url(), "ws://127.0.0.1:9000/v1/ws");
+
+    assert!(parse(&["conversations", "--transport", "udp"]).is_err());
+}
+
+#[test]
 fn config_rejects_missing_token() {
     let mut args = parse(&["conversations"]).unwrap();
     // The variable may be set in the environment of the test run.

@@ -1,0 +1,294 @@
+//! The `tidings netsim` command line: `list`, `show`, `link` and `proxy`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::config::RebindKind;
+use crate::engine::{Direction, DirectionStats, LinkSpec};
+use crate::link::{NAT_ADDRESS_POOL, NetnsLink};
+use crate::proxy::UdpProxy;
+use crate::{scenarios, sys};
+
+/// Emulate a lossy link for real TCP and QUIC traffic.
+#[derive(Debug, Args)]
+pub struct NetsimArgs {
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: NetsimCommand,
+}
+
+/// Subcommands of `tidings netsim`.
+#[derive(Debug, Subcommand)]
+pub enum NetsimCommand {
+    /// List the embedded scenarios.
+    List,
+    /// Print a scenario file: embedded name or path to a TOML file.
+    Show {
+        /// Scenario name or path.
+        scenario: String,
+    },
+    /// Run a command on the client side of an emulated link (needs root).
+    Link(LinkArgs),
+    /// Relay UDP between a local port and a target through the impairments (no root).
+    Proxy(ProxyArgs),
+}
+
+/// Seed and trace options shared by `link` and `proxy`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Scenario name (see `list`) or path to a TOML file.
+    pub scenario: String,
+    /// Seed of every random decision; the same seed replays the same decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// mm-link trace for the client-to-server direction (replaces the scenario's trace).
+    #[arg(long, value_name = "PATH")]
+    pub trace_up: Option<PathBuf>,
+    /// mm-link trace for the server-to-client direction (replaces the scenario's trace).
+    #[arg(long, value_name = "PATH")]
+    pub trace_down: Option<PathBuf>,
+}
+
+/// Options of `link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Scenario, seed and traces.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Shell command run in the server namespace while the link is up, for example a node
+    /// listening on 10.77.1.2. It is stopped when the client command ends.
+    #[arg(long, value_name = "SHELL COMMAND")]
+    pub server_cmd: Option<String>,
+    /// Command run in the client namespace. Without one the link stays up until Ctrl-C.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Options of `proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Scenario, seed and traces.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Local address clients send to.
+    #[arg(long, default_value = "127.0.0.1:4500")]
+    pub listen: SocketAddr,
+    /// Address of the real server.
+    #[arg(long)]
+    pub target: SocketAddr,
+}
+
+/// Runs a `tidings netsim` subcommand; the exit code is the client command's for `link`.
+pub async fn run(args: NetsimArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        NetsimCommand::List => {
+            list();
+            Ok(ExitCode::SUCCESS)
+        }
+        NetsimCommand::Show { scenario } => {
+            let (_, text) = scenarios::load(&scenario)?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        NetsimCommand::Link(args) => run_link(args).await,
+        NetsimCommand::Proxy(args) => run_proxy(args).await,
+    }
+}
+
+fn list() {
+    for (name, text) in scenarios::EMBEDDED {
+        match crate::config::Scenario::from_toml(text) {
+            Ok(scenario) => println!("{name:<24} {}", scenario.summary),
+            Err(error) => println!("{name:<24} (invalid: {error})"),
+        }
+    }
+}
+
+fn resolve(engine: &EngineArgs) -> anyhow::Result<LinkSpec> {
+    let (scenario, _) = scenarios::load(&engine.scenario)?;
+    let spec = LinkSpec::resolve(
+        &scenario,
+        engine.trace_up.as_deref(),
+        engine.trace_down.as_deref(),
+    )
+    .with_context(|| format!("scenario `{}` cannot run", engine.scenario))?;
+    Ok(spec)
+}
+
+async fn run_link(args: LinkArgs) -> anyhow::Result<ExitCode> {
+    let spec = resolve(&args.engine)?;
+    let seed = args.engine.seed;
+    let nat = spec.nat.clone();
+    let link = tokio::task::spawn_blocking(move || NetnsLink::start(&spec, seed))
+        .await
+        .context("link setup task failed")??;
+    let addresses = link.addresses().clone();
+    eprintln!(
+        "netsim: scenario {} (seed {seed}) is up",
+        args.engine.scenario
+    );
+    eprintln!(
+        "netsim: client side: namespace {}, address {}",
+        addresses.client_namespace, addresses.client
+    );
+    eprintln!(
+        "netsim: server side: namespace {}, address {}",
+        addresses.server_namespace, addresses.server
+    );
+    eprintln!(
+        "netsim: start a node with --server-cmd, or: ip netns exec {} COMMAND",
+        addresses.server_namespace
+    );
+    if let Some(nat) = nat {
+        let public = match nat.rebind {
+            RebindKind::Port => format!("{} with ports from 20000", addresses.client),
+            RebindKind::Address => format!("{} to {}", NAT_ADDRESS_POOL[0], NAT_ADDRESS_POOL[3]),
+        };
+        eprintln!("netsim: after each NAT rebinding the server sees the client as {public}");
+    }
+
+    let environment = [
+        ("NETSIM_CLIENT_ADDR", addresses.client.to_string()),
+        ("NETSIM_SERVER_ADDR", addresses.server.to_string()),
+        ("NETSIM_CLIENT_NETNS", addresses.client_namespace.clone()),
+        ("NETSIM_SERVER_NETNS", addresses.server_namespace.clone()),
+    ];
+    let mut server = match &args.server_cmd {
+        Some(command) => {
+            let mut process = tokio::process::Command::new("ip");
+            process
+                .args([
+                    "netns",
+                    "exec",
+                    &addresses.server_namespace,
+                    "sh",
+                    "-c",
+                    command,
+                ])
+                .envs(environment.clone())
+                .process_group(0)
+                .kill_on_drop(true);
+            Some(
+                process
+                    .spawn()
+                    .context("failed to start the --server-cmd command")?,
+            )
+        }
+        None => None,
+    };
+
+    let outcome = wait_for_client(&args.command, &addresses.client_namespace, &environment).await;
+
+    if let Some(server) = &mut server {
+        if let Some(pid) = server.id() {
+            sys::terminate_process_group(pid);
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server.wait()).await;
+    }
+    print_stats("uplink", link.stats(Direction::Uplink));
+    print_stats("downlink", link.stats(Direction::Downlink));
+    tokio::task::spawn_blocking(move || link.shutdown())
+        .await
+        .context("link teardown failed")?;
+    eprintln!("netsim: link removed");
+    outcome
+}
+
+async fn wait_for_client(
+    command: &[String],
+    namespace: &str,
+    environment: &[(&str, String)],
+) -> anyhow::Result<ExitCode> {
+    let Some((program, arguments)) = command.split_first() else {
+        eprintln!("netsim: no command given; the link stays up until Ctrl-C");
+        shutdown_signal().await;
+        return Ok(ExitCode::from(130));
+    };
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", namespace, program])
+        .args(arguments)
+        .envs(environment.iter().cloned())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("failed to start `{program}` in namespace {namespace}"))?;
+    tokio::select! {
+        status = child.wait() => Ok(exit_code(status.context("waiting for the command failed")?)),
+        () = shutdown_signal() => {
+            // The terminal sent SIGINT to the command too; give it a moment to exit cleanly.
+            let waited = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait()).await;
+            if waited.is_err() {
+                let _ = child.kill().await;
+            }
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn exit_code(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn print_stats(name: &str, stats: DirectionStats) {
+    eprintln!(
+        "netsim: {name}: {} in, {} out; dropped: {} loss, {} queue, {} CoDel, {} blackhole, {} NAT; \
+         {} corrupted, {} duplicated",
+        stats.received,
+        stats.delivered,
+        stats.dropped_loss,
+        stats.dropped_queue,
+        stats.dropped_codel,
+        stats.dropped_blackhole,
+        stats.dropped_nat,
+        stats.corrupted,
+        stats.duplicated,
+    );
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let spec = resolve(&args.engine)?;
+    let proxy = UdpProxy::start(&spec, args.listen, args.target, args.engine.seed)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    eprintln!(
+        "netsim: proxy up: clients send to {}, relayed to {} through scenario {} (seed {})",
+        proxy.local_addr(),
+        args.target,
+        args.engine.scenario,
+        args.engine.seed
+    );
+    if spec.nat.is_some() {
+        eprintln!(
+            "netsim: each NAT rebinding opens a new upstream socket; address rebinding binds \
+             127.0.0.2 to 127.0.0.5 in turn when the target is on loopback"
+        );
+    }
+    shutdown_signal().await;
+    print_stats("uplink", proxy.stats(Direction::Uplink));
+    print_stats("downlink", proxy.stats(Direction::Downlink));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match terminate {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `netsim`: a packet-level link emulator for Tidings.
+//!
+//! It impairs real kernel TCP and real QUIC alike. In link mode it creates two network
+//! namespaces joined by TUN devices that this process owns, reads every IP packet, applies
+//! the impairments of a scenario in user space and writes the packet out on the other side
+//! (the design of the Mahimahi emulator). In proxy mode it relays UDP datagrams between a
+//! local port and a target through the same engine, without root.
+//!
+//! It is not a traffic generator and does not measure anything itself: the commands and
+//! tests run behind the link do that.
+//!
+//! Key types: [`engine::Link`] (the I/O-free impairment engine), [`config::Scenario`] (the
+//! TOML schema), [`link::NetnsLink`] (namespaces and forwarding), [`proxy::UdpProxy`] and
+//! [`cli::NetsimArgs`].
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+mod forward;
+pub mod ipv4;
+pub mod link;
+pub mod netns;
+pub mod proxy;
+pub mod scenarios;
+#[allow(
+    unsafe_code,
+    reason = "setns, the TUN ioctl and poll have no safe wrapper in std"
+)]
+mod sys;
