@@ -18,6 +18,7 @@ use crate::deliveries::DeliverySink;
 use crate::error::{ClientError, ConnectError, StreamError};
 use crate::reconnect::{State, Supervisor};
 use crate::session::Session;
+use crate::sync::{StartSync, SyncCursors};
 use crate::transport::quic_config;
 
 /// A connection to a Tidings edge that reconnects by itself.
@@ -62,6 +63,24 @@ impl Client {
     /// fails fast. After that the client reconnects by itself whenever the connection is
     /// lost, first over the transport that worked last.
     pub async fn connect(config: ClientConfig) -> Result<Client, ConnectError> {
+        Client::connect_with(config, None).await
+    }
+
+    /// Connects as [`Client::connect`] does, then continues from `cursors` saved by an
+    /// earlier run ([`Client::sync_cursors`]): every message after them, in every
+    /// conversation that moved since, is queued on the delivery receiver before or
+    /// between live ones, in seq order per conversation.
+    pub async fn connect_resuming(
+        config: ClientConfig,
+        cursors: &SyncCursors,
+    ) -> Result<Client, ConnectError> {
+        Client::connect_with(config, Some(cursors)).await
+    }
+
+    async fn connect_with(
+        config: ClientConfig,
+        resume: Option<&SyncCursors>,
+    ) -> Result<Client, ConnectError> {
         let quic = quic_config(&config.trust)?;
         let connected = connect(&config, &quic, &config.server, Transport::Quic).await?;
 
@@ -70,7 +89,17 @@ impl Client {
         let welcome = Arc::new(Mutex::new(connected.welcome().clone()));
         let user_id = &connected.welcome().user_id;
         debug!(server = %config.server, %user_id, "session started");
+        // NOTE: cursors are restored before the session starts, so no live delivery can
+        // pass a saved cursor before the backlog behind it is fetched.
+        let mode = match resume {
+            Some(cursors) => {
+                sink.restore(cursors);
+                StartSync::Resume
+            }
+            None => StartSync::Live,
+        };
         let session = Session::start(connected, sink.clone());
+        tokio::spawn(sink.clone().start(session.clone(), mode));
 
         let (state_tx, state_rx) = watch::channel(State::Ready(session.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

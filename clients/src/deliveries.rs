@@ -2,54 +2,80 @@
 //! with a `DeliveryAck` once the message is queued for the application.
 //!
 //! The client keeps a `seq` cursor per conversation. A delivery that skips ahead of the
-//! cursor, for example after a reconnect, first has the missing messages fetched from
-//! history, so the application sees every conversation without gaps or repeats.
+//! cursor, for example after a reconnect, first has the missing messages fetched by seq
+//! (`sync`), so the application sees every conversation without gaps or repeats. The
+//! same streams carry `ReceiptUpdate` pushes, which go to the receipt book (`receipts`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tidings_schema::Frame;
 use tidings_schema::codec::{encode_framed, read_frame};
-use tidings_schema::frame::{DeliveryAck, HistoryRequest, ListConversations, Message};
+use tidings_schema::frame::{DeliveryAck, Message};
+use tidings_schema::receipt::ReceiptUpdate;
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
+use crate::presence::PresenceInbox;
+use crate::receipts::{ReceiptBook, ReceiptEvent};
 use crate::session::Session;
 
-/// Messages requested per history page when filling a gap.
-const GAP_PAGE_LIMIT: u32 = 100;
-/// Maximum history pages fetched for one gap; a longer gap is left to `history` calls.
-const MAX_GAP_PAGES: usize = 50;
-/// Maximum wait for one history or conversation list reply while filling gaps.
-const GAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receipt events queued for the application before new ones are dropped.
+const RECEIPT_EVENT_BUFFER: usize = 1024;
+
+/// Per-conversation positions of this device.
+#[derive(Debug, Default)]
+pub(crate) struct CursorState {
+    /// Highest `seq` passed to the application, by conversation.
+    pub delivered: HashMap<u64, u64>,
+    /// The last seq of conversations this device started following without their
+    /// backlog: a sync fetches only what comes after it.
+    pub floors: HashMap<u64, u64>,
+    /// Highest seq this device sent, by conversation.
+    pub sent: HashMap<u64, u64>,
+    /// Inbox cursor of the last complete sync.
+    pub inbox_cursor: u64,
+}
 
 /// Destination of the deliveries of every session: the application's channel and the
 /// per-conversation cursors that survive reconnects.
 #[derive(Clone)]
 pub(crate) struct DeliverySink {
     tx: mpsc::Sender<Message>,
-    /// Highest `seq` passed to the application, by conversation.
-    cursors: Arc<Mutex<HashMap<u64, u64>>>,
+    pub(crate) state: Arc<Mutex<CursorState>>,
     /// NOTE: held while a message or a gap is passed on, so a live delivery cannot
     /// overtake the older messages a gap fill is still fetching.
-    gate: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) gate: Arc<tokio::sync::Mutex<()>>,
+    receipts: Arc<ReceiptBook>,
+    receipt_tx: mpsc::Sender<ReceiptEvent>,
+    receipt_rx: Arc<Mutex<Option<mpsc::Receiver<ReceiptEvent>>>>,
+    /// Presence events and the presence subscription, which also outlive sessions.
+    pub(crate) presence: Arc<PresenceInbox>,
 }
 
 impl DeliverySink {
     pub fn new(tx: mpsc::Sender<Message>) -> Self {
+        let (receipt_tx, receipt_rx) = mpsc::channel(RECEIPT_EVENT_BUFFER);
         DeliverySink {
             tx,
-            cursors: Arc::new(Mutex::new(HashMap::new())),
+            state: Arc::new(Mutex::new(CursorState::default())),
             gate: Arc::new(tokio::sync::Mutex::new(())),
+            receipts: Arc::new(ReceiptBook::default()),
+            receipt_tx,
+            receipt_rx: Arc::new(Mutex::new(Some(receipt_rx))),
+            presence: Arc::new(PresenceInbox::default()),
         }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, CursorState> {
+        self.state.lock().expect("cursor state poisoned")
     }
 
     /// Records `seq` as delivered and returns whether it is new. A message at or below
     /// the cursor was already passed on, for example before a reconnect.
     fn advance(&self, conversation_id: u64, seq: u64) -> bool {
-        let mut cursors = self.cursors.lock().expect("cursor map poisoned");
-        let cursor = cursors.entry(conversation_id).or_insert(0);
+        let mut state = self.lock();
+        let cursor = state.delivered.entry(conversation_id).or_insert(0);
         if seq <= *cursor {
             return false;
         }
@@ -59,127 +85,105 @@ impl DeliverySink {
 
     /// Returns the highest `seq` delivered in `conversation_id`, 0 when none was.
     pub fn cursor(&self, conversation_id: u64) -> u64 {
-        let cursors = self.cursors.lock().expect("cursor map poisoned");
-        cursors.get(&conversation_id).copied().unwrap_or(0)
+        self.lock()
+            .delivered
+            .get(&conversation_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Returns the seq after which this device needs every message: its delivery cursor,
+    /// or the floor it started following the conversation at.
+    pub fn sync_base(&self, conversation_id: u64) -> u64 {
+        let state = self.lock();
+        let cursor = state.delivered.get(&conversation_id).copied().unwrap_or(0);
+        let floor = state.floors.get(&conversation_id).copied().unwrap_or(0);
+        cursor.max(floor)
+    }
+
+    /// Returns the highest seq this device holds: delivered to it or sent by it.
+    fn held(&self, conversation_id: u64) -> u64 {
+        let state = self.lock();
+        let cursor = state.delivered.get(&conversation_id).copied().unwrap_or(0);
+        let sent = state.sent.get(&conversation_id).copied().unwrap_or(0);
+        cursor.max(sent)
     }
 
     /// Moves the cursor past a message this device sent when it directly follows the
     /// cursor, so the message does not come back as a delivery or a gap fill.
     pub fn note_sent(&self, conversation_id: u64, seq: u64) {
-        let mut cursors = self.cursors.lock().expect("cursor map poisoned");
-        if let Some(cursor) = cursors.get_mut(&conversation_id)
-            && *cursor > 0
-            && seq == *cursor + 1
         {
-            *cursor = seq;
+            let mut state = self.lock();
+            let sent = state.sent.entry(conversation_id).or_insert(0);
+            *sent = (*sent).max(seq);
+            if let Some(cursor) = state.delivered.get_mut(&conversation_id)
+                && *cursor > 0
+                && seq == *cursor + 1
+            {
+                *cursor = seq;
+            }
+        }
+        let events = self
+            .receipts
+            .on_held(conversation_id, self.held(conversation_id));
+        self.emit(events);
+    }
+
+    /// Takes the receiver of receipt events; `None` after the first call.
+    pub fn take_receipt_events(&self) -> Option<mpsc::Receiver<ReceiptEvent>> {
+        self.receipt_rx
+            .lock()
+            .expect("receipt receiver mutex poisoned")
+            .take()
+    }
+
+    /// Stores a receipt push and releases what this device holds messages for.
+    pub fn receipt(&self, update: ReceiptUpdate) {
+        let held = self.held(update.conversation_id);
+        let events = self.receipts.apply(update, held);
+        self.emit(events);
+    }
+
+    fn emit(&self, events: Vec<ReceiptEvent>) {
+        for event in events {
+            if self.receipt_tx.try_send(event).is_err() {
+                // NOTE: receipts can be read again with `Client::receipts`, so a full or
+                // dropped receiver loses only the live view.
+                trace!("receipt event dropped");
+            }
         }
     }
 
     /// Passes `message` to the application when it is new, after any messages between
-    /// the cursor and it.
+    /// the sync base and it.
     pub async fn deliver(&self, session: &Session, message: Message) {
         let _gate = self.gate.lock().await;
-        let cursor = self.cursor(message.conversation_id);
-        if cursor > 0 && message.seq > cursor + 1 {
-            self.fill_gap(session, message.conversation_id, cursor, message.seq)
+        let base = self.sync_base(message.conversation_id);
+        if base > 0 && message.seq > base + 1 {
+            let filled = self
+                .fill_after(session, message.conversation_id, base, Some(message.seq))
                 .await;
+            if let Err(error) = filled {
+                warn!(conversation_id = message.conversation_id, %error, "gap fill failed");
+            }
         }
         self.pass_on(message).await;
     }
 
-    async fn pass_on(&self, message: Message) {
-        if self.advance(message.conversation_id, message.seq)
-            && self.tx.send(message).await.is_err()
-        {
+    pub(crate) async fn pass_on(&self, message: Message) {
+        let conversation_id = message.conversation_id;
+        if !self.advance(conversation_id, message.seq) {
+            return;
+        }
+        if self.tx.send(message).await.is_err() {
             // NOTE: the application dropped the receiver. They are still acknowledged so the
             // server does not redeliver to a device that chose not to listen.
             trace!("delivery receiver dropped");
         }
-    }
-
-    /// Fetches the messages with `after < seq < before` from history and passes them on
-    /// in `seq` order. Failures are logged and leave the gap open.
-    async fn fill_gap(&self, session: &Session, conversation_id: u64, after: u64, before: u64) {
-        debug!(
-            conversation_id,
-            after, before, "filling a delivery gap from history"
-        );
-        let mut missing = Vec::new();
-        let mut before_seq = before;
-        for _ in 0..MAX_GAP_PAGES {
-            let request_id = session.next_request_id();
-            let request = Frame::HistoryRequest(HistoryRequest {
-                request_id,
-                conversation_id,
-                before_seq,
-                limit: GAP_PAGE_LIMIT,
-            });
-            let reply =
-                tokio::time::timeout(GAP_REQUEST_TIMEOUT, session.request(request_id, request))
-                    .await;
-            let page = match reply {
-                Ok(Ok(Frame::HistoryPage(page))) => page,
-                Ok(Ok(other)) => {
-                    warn!(
-                        conversation_id,
-                        kind = other.kind(),
-                        "gap fill got no history page"
-                    );
-                    break;
-                }
-                Ok(Err(error)) => {
-                    warn!(conversation_id, %error, "gap fill request failed");
-                    break;
-                }
-                Err(_) => {
-                    warn!(conversation_id, "gap fill request timed out");
-                    break;
-                }
-            };
-
-            let reached_cursor = page.messages.iter().any(|message| message.seq <= after + 1);
-            missing.extend(
-                page.messages
-                    .into_iter()
-                    .filter(|message| message.seq > after),
-            );
-            if reached_cursor || page.next_before_seq == 0 || page.next_before_seq >= before_seq {
-                break;
-            }
-            before_seq = page.next_before_seq;
-        }
-
-        missing.sort_by_key(|message| message.seq);
-        for message in missing {
-            self.pass_on(message).await;
-        }
-    }
-
-    /// Fills the tail of every conversation this client has received messages in, for
-    /// messages committed while it was disconnected. Conversations it never received a
-    /// message in are left to `history` calls.
-    pub async fn resync(self, session: Arc<Session>) {
-        let request_id = session.next_request_id();
-        let request = Frame::ListConversations(ListConversations { request_id });
-        let reply =
-            tokio::time::timeout(GAP_REQUEST_TIMEOUT, session.request(request_id, request)).await;
-        let conversations = match reply {
-            Ok(Ok(Frame::ConversationList(list))) => list.conversations,
-            _ => {
-                warn!("resync after reconnect could not list conversations");
-                return;
-            }
-        };
-
-        for info in conversations {
-            let _gate = self.gate.lock().await;
-            let cursor = self.cursor(info.conversation_id);
-            if cursor > 0 && info.last_seq > cursor {
-                let before = info.last_seq.saturating_add(1);
-                self.fill_gap(&session, info.conversation_id, cursor, before)
-                    .await;
-            }
-        }
+        let events = self
+            .receipts
+            .on_held(conversation_id, self.held(conversation_id));
+        self.emit(events);
     }
 }
 
@@ -215,6 +219,10 @@ async fn read_deliveries(
     loop {
         let message = match read_frame(&mut recv, max_frame_bytes).await {
             Ok(Some(Frame::Deliver(deliver))) => deliver.message,
+            Ok(Some(Frame::ReceiptUpdate(update))) => {
+                sink.receipt(update);
+                continue;
+            }
             Ok(Some(Frame::Error(error))) => {
                 let conversation_id = error.conversation_id;
                 warn!(conversation_id, code = %error.code, "delivery stream error");
@@ -277,6 +285,7 @@ mod tests {
 
         assert!(sink.advance(7, 3));
         sink.note_sent(7, 5);
+        assert_eq!(sink.held(7), 5, "a sent message counts as held");
         assert_eq!(
             sink.cursor(7),
             3,

@@ -22,10 +22,14 @@ mod config;
 mod connect;
 mod deliveries;
 mod error;
+mod presence;
+mod receipt_requests;
+mod receipts;
 mod reconnect;
 mod requests;
 mod sends;
 mod session;
+mod sync;
 mod transport;
 mod websocket;
 
@@ -36,7 +40,14 @@ pub use config::{
     WEBSOCKET_PATH,
 };
 pub use error::{ClientError, ConnectError};
+pub use presence::{DEFAULT_HEARTBEAT_INTERVAL, PresenceEvent};
+pub use receipts::ReceiptEvent;
 pub use requests::new_client_msg_id;
+pub use sync::SyncCursors;
 pub use tidings_schema::frame::{ConversationInfo, HistoryPage, Message, SendAck, Welcome};
+pub use tidings_schema::presence::{PresenceEntry, PresenceState, PresenceUpdate, Typing};
+pub use tidings_schema::receipt::{
+    GapPage, InboxEntry, InboxPage, MemberReceipt, ReceiptList, SeqReceiptCount,
+};
 pub use tidings_schema::{ErrorCode, Rejection};
 pub use transport::ALPN;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tidings_schema::CloseCode;
 use tidings_schema::frame::Welcome;
+use tidings_schema::mesh::edge_order;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -89,10 +90,16 @@ impl Supervisor {
         }
         let close = lost.close_frame();
         let mut retry_after_ms = close.as_ref().map_or(0, |close| close.retry_after_ms);
-        let mut target = close
+        let redirect = close
             .map(|close| close.redirect)
-            .filter(|redirect| !redirect.is_empty())
-            .unwrap_or_else(|| self.config.server.clone());
+            .filter(|redirect| !redirect.is_empty());
+        let targets = reconnect_targets(
+            redirect,
+            &lost.welcome.user_id,
+            &lost.welcome.edges,
+            &self.config.server,
+        );
+        let mut target = targets[0].clone();
 
         let backoff = self.config.reconnect_backoff;
         let mut last_error = None;
@@ -120,9 +127,8 @@ impl Supervisor {
                 return Err(Some(error));
             }
             warn!(server = %target, attempt, %error, "reconnect attempt failed");
-            // A redirect target that fails is not tried again, so later attempts go to the
-            // configured server.
-            target = self.config.server.clone();
+            // The next attempt goes to the next edge in the fixed order, wrapping around.
+            target = targets[(attempt as usize + 1) % targets.len()].clone();
             last_error = Some(error);
         }
         Err(Some(last_error.unwrap_or_else(|| ConnectError::Connect {
@@ -130,6 +136,32 @@ impl Supervisor {
             reason: "max_reconnect_attempts is 0, so no reconnect was attempted".to_owned(),
         })))
     }
+}
+
+/// Returns the edges to try after a lost session, in order: the `Close` frame's redirect,
+/// then the edges from `Welcome` in the order `edge_order` gives this user (so every
+/// device of a user meets on the same edge, and an edge that fails moves only its own
+/// users), then the configured server. Never empty, and without repeats.
+fn reconnect_targets(
+    redirect: Option<String>,
+    user_id: &str,
+    edges: &[String],
+    configured: &str,
+) -> Vec<String> {
+    let preferred = edge_order(user_id, edges)
+        .into_iter()
+        .map(|index| edges[index].clone());
+    let mut targets: Vec<String> = Vec::new();
+    for target in redirect
+        .into_iter()
+        .chain(preferred)
+        .chain([configured.to_owned()])
+    {
+        if !target.is_empty() && !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    targets
 }
 
 /// Returns an error when the server closed the session for a reason a reconnect with
@@ -140,4 +172,37 @@ fn permanent_close(lost: &Session) -> Option<ConnectError> {
         code,
         reason: code.meaning().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|item| (*item).to_owned()).collect()
+    }
+
+    #[test]
+    fn targets_follow_redirect_then_edge_order() {
+        let edges = strings(&["127.0.0.1:4001", "127.0.0.1:4002", "127.0.0.1:4003"]);
+        let targets = reconnect_targets(
+            Some("127.0.0.1:4009".to_owned()),
+            "alice",
+            &edges,
+            "127.0.0.1:4002",
+        );
+        let ordered: Vec<String> = edge_order("alice", &edges)
+            .into_iter()
+            .map(|index| edges[index].clone())
+            .collect();
+        assert_eq!(targets[0], "127.0.0.1:4009");
+        assert_eq!(targets[1..], ordered[..]);
+        assert_eq!(targets.len(), 4, "the configured server is already an edge");
+    }
+
+    #[test]
+    fn targets_fall_back_to_configured_server() {
+        let targets = reconnect_targets(None, "bob", &[], "127.0.0.1:4433");
+        assert_eq!(targets, strings(&["127.0.0.1:4433"]));
+    }
 }

@@ -197,7 +197,7 @@ impl Client {
 
     /// Sends a control-stream request built by `build` from a fresh `request_id` and
     /// returns its reply, with `Error` replies turned into rejections.
-    async fn control_request(
+    pub(crate) async fn control_request(
         &self,
         operation: &'static str,
         on_loss: OnLoss,
@@ -225,7 +225,7 @@ fn conversation_from(reply: Frame) -> Result<ConversationInfo, ClientError> {
     }
 }
 
-fn unexpected_reply(expected: &str, received: &Frame) -> ClientError {
+pub(crate) fn unexpected_reply(expected: &str, received: &Frame) -> ClientError {
     ClientError::Protocol(format!(
         "expected {expected} in reply, received {}",
         received.kind()

@@ -17,6 +17,7 @@ use tracing::{debug, trace, warn};
 use crate::config::Transport;
 use crate::deliveries::{DeliverySink, accept_deliveries};
 use crate::error::StreamError;
+use crate::presence::PresenceInbox;
 use crate::sends::ConversationStreams;
 use crate::transport::Handshaken;
 use crate::websocket::{WsHandshaken, WsLink};
@@ -57,6 +58,7 @@ pub(crate) struct Session {
     next_request_id: AtomicU64,
     /// The last `Close` frame the server sent, if any.
     close: Mutex<Option<Close>>,
+    presence: Arc<PresenceInbox>,
 }
 
 impl Session {
@@ -78,7 +80,12 @@ impl Session {
                     conversations: Arc::new(ConversationStreams::new(welcome.limits)),
                     endpoint,
                 });
-                let session = Session::new(welcome, link);
+                let session = Session::new(welcome, link, deliveries.presence.clone());
+                let presence = deliveries.presence.clone();
+                tokio::spawn(crate::presence::read_datagrams(
+                    connection.clone(),
+                    presence,
+                ));
                 tokio::spawn(read_control(session.clone(), control_recv));
                 tokio::spawn(accept_deliveries(session.clone(), connection, deliveries));
                 session
@@ -86,7 +93,8 @@ impl Session {
             Connected::WebSocket(handshaken) => {
                 let WsHandshaken { socket, welcome } = handshaken;
                 let (link, reader) = WsLink::new(socket, welcome.limits.max_frame_bytes);
-                let session = Session::new(welcome, Link::WebSocket(link));
+                let presence = deliveries.presence.clone();
+                let session = Session::new(welcome, Link::WebSocket(link), presence);
                 tokio::spawn(crate::websocket::read_socket(
                     session.clone(),
                     reader,
@@ -97,14 +105,24 @@ impl Session {
         }
     }
 
-    fn new(welcome: Welcome, link: Link) -> Arc<Session> {
+    fn new(welcome: Welcome, link: Link, presence: Arc<PresenceInbox>) -> Arc<Session> {
         Arc::new(Session {
             welcome,
             link,
             requests: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
             close: Mutex::new(None),
+            presence,
         })
+    }
+
+    /// Returns the QUIC connection that carries presence datagrams; `None` on a
+    /// WebSocket, where presence travels as frames.
+    pub fn datagram_connection(&self) -> Option<&quinn::Connection> {
+        match &self.link {
+            Link::Quic(link) => Some(&link.connection),
+            Link::WebSocket(_) => None,
+        }
     }
 
     /// Returns the transport this session runs on.
@@ -248,6 +266,9 @@ impl Session {
             self.complete_request(request_id, frame);
             return;
         }
+        let Some(frame) = self.presence.push(frame) else {
+            return;
+        };
         match frame {
             Frame::Close(close) => {
                 debug!(
@@ -297,6 +318,11 @@ fn reply_request_id(frame: &Frame) -> Option<u64> {
         Frame::HistoryPage(page) => Some(page.request_id),
         Frame::ConversationReply(reply) => Some(reply.request_id),
         Frame::ConversationList(list) => Some(list.request_id),
+        Frame::ReceiptList(list) => Some(list.request_id),
+        Frame::InboxPage(page) => Some(page.request_id),
+        Frame::GapPage(page) => Some(page.request_id),
+        Frame::PresenceUpdate(update) if update.request_id != 0 => Some(update.request_id),
+        Frame::PresenceSettings(settings) => Some(settings.request_id),
         Frame::Error(error) if error.request_id != 0 => Some(error.request_id),
         _ => None,
     }

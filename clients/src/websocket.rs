@@ -406,7 +406,11 @@ pub(crate) async fn read_socket(
     // that only this reader can pass on. A bounded queue could block the reader on a full
     // queue while the delivery task waits for the reader.
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
-    tokio::spawn(acknowledge_deliveries(session.clone(), sink, delivery_rx));
+    tokio::spawn(acknowledge_deliveries(
+        session.clone(),
+        sink.clone(),
+        delivery_rx,
+    ));
 
     let close = loop {
         let message = match reader.next().await {
@@ -419,6 +423,7 @@ pub(crate) async fn read_socket(
         };
         match message {
             Message::Binary(bytes) => match codec::decode(&bytes) {
+                Ok(Frame::ReceiptUpdate(update)) => sink.receipt(update),
                 Ok(frame) => route_frame(&session, link, frame, &delivery_tx),
                 Err(error) => {
                     warn!(%error, "malformed frame on the WebSocket; closing");

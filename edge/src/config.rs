@@ -7,6 +7,7 @@ use std::time::Duration;
 use tidings_schema::frame::Limits;
 
 use crate::certs::RotationSchedule;
+use crate::presence::PresenceConfig;
 
 /// Source of the edge's TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub struct EdgeConfig {
     pub allowed_origins: Vec<String>,
     /// When development leaf certificates are replaced.
     pub cert_rotation: RotationSchedule,
+    /// Heartbeat expiry, debounce, snapshot and typing timing.
+    pub presence: PresenceConfig,
 }
 
 impl Default for EdgeConfig {
@@ -94,6 +97,7 @@ impl Default for EdgeConfig {
             http_tls: None,
             allowed_origins: Vec::new(),
             cert_rotation: RotationSchedule::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

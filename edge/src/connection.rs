@@ -52,6 +52,7 @@ pub async fn serve_streams(
     }
 
     let cancel = CancellationToken::new();
+    crate::presence_session::start(&session, connection.datagrams(), &sink, &cancel);
     spawn_session_tasks(&session, &connection, deliveries, &cancel);
     let transport_end = run_control_until_end(&session, &connection, sink.clone(), recv);
     let end = watch_session(&session, expires, &end_signal, transport_end).await;

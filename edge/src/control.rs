@@ -57,6 +57,10 @@ pub async fn run_control(
         };
         let kind = frame.kind();
         trace!(kind, "control frame");
+        let Some(frame) = crate::presence_session::handle_frame(&session, &sink, frame).await
+        else {
+            continue;
+        };
         if requests.submit(&session, &sink, frame).await.is_err() {
             let reason = format!("{kind} is not allowed on the control stream after Welcome");
             return violation(&sink, &session, ErrorCode::UnknownFrame, reason).await;
@@ -176,7 +180,7 @@ fn to_request(session: &Session, frame: Frame) -> Result<(u64, OwnerRequest), Fr
         Frame::ListConversations(request) => {
             (request.request_id, OwnerRequest::ListConversations { user })
         }
-        other => return Err(other),
+        other => return crate::receipts::to_request(&session.user, other),
     };
     Ok(mapped)
 }
@@ -196,6 +200,19 @@ fn route<'a>(session: &'a Session, request: &OwnerRequest) -> &'a OwnerHandle {
         OwnerRequest::Leave { request, .. } => router.for_conversation(request.conversation_id),
         OwnerRequest::ListConversations { user } => router.for_user(user),
         OwnerRequest::Send(send) => router.for_conversation(send.conversation_id),
+        OwnerRequest::Receipt {
+            conversation_id, ..
+        }
+        | OwnerRequest::Receipts {
+            conversation_id, ..
+        } => router.for_conversation(*conversation_id),
+        OwnerRequest::Gap { request, .. } => router.for_conversation(request.conversation_id),
+        OwnerRequest::InboxSync { user, .. } | OwnerRequest::MarkUnread { user, .. } => {
+            router.for_user(user)
+        }
+        OwnerRequest::LastSeen { user }
+        | OwnerRequest::RecordLastSeen { user, .. }
+        | OwnerRequest::PresenceSettings { user, .. } => router.for_user(user),
     }
 }
 
@@ -213,9 +230,22 @@ fn reply_frame(request_id: u64, reply: OwnerReply) -> Frame {
             request_id,
             conversations,
         }),
+        reply
+        @ (OwnerReply::ReceiptList(_) | OwnerReply::InboxPage(_) | OwnerReply::GapPage(_)) => {
+            crate::receipts::reply_frame(request_id, reply).unwrap_or_else(|_| {
+                let rejection = Rejection::internal("receipt reply mapping failed");
+                Frame::Error(request_error(request_id, &rejection))
+            })
+        }
         OwnerReply::SendAck(_) => {
             let rejection =
                 Rejection::internal("the owner answered a control request with a SendAck");
+            Frame::Error(request_error(request_id, &rejection))
+        }
+        // NOTE: presence requests go through the presence hub, never through here.
+        OwnerReply::LastSeen(_) => {
+            let rejection =
+                Rejection::internal("the owner answered a control request with a last seen row");
             Frame::Error(request_error(request_id, &rejection))
         }
     }
@@ -231,6 +261,14 @@ fn conversation_of(request: &OwnerRequest) -> u64 {
         }
         OwnerRequest::Leave { request, .. } => request.conversation_id,
         OwnerRequest::Send(send) => send.conversation_id,
+        OwnerRequest::Receipt {
+            conversation_id, ..
+        }
+        | OwnerRequest::Receipts {
+            conversation_id, ..
+        } => *conversation_id,
+        OwnerRequest::Gap { request, .. } => request.conversation_id,
+        OwnerRequest::MarkUnread { request, .. } => request.conversation_id,
         _ => 0,
     }
 }

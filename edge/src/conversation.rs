@@ -193,6 +193,7 @@ async fn forward_send(session: Arc<Session>, sink: FrameSink, message: Send) {
         Ok(OwnerReply::SendAck(ack)) => {
             Span::current().record("seq", ack.seq);
             trace!("send acknowledged");
+            session.edge.presence.note_activity(&session.user);
             Frame::SendAck(ack)
         }
         Ok(_) => {

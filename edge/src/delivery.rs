@@ -6,7 +6,7 @@
 //! have no streams and write deliveries to their socket (`websocket`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_schema::codec::{self, ReadError};
@@ -36,14 +36,13 @@ pub struct DeliveryConfig {
     pub max_frame_bytes: u32,
 }
 
-/// Highest acknowledged `seq` per conversation, written by the ack readers.
-pub type AckCursors = Arc<Mutex<HashMap<u64, u64>>>;
+/// Highest acknowledged `seq` per conversation, written by the ack readers and forwarded
+/// to owners as delivered receipts.
+pub type AckCursors = Arc<crate::receipts::AckRecorder>;
 
 /// Records that the client holds every message of `conversation_id` up to `seq`.
 pub fn record_ack(cursors: &AckCursors, conversation_id: u64, seq: u64) {
-    let mut cursors = cursors.lock().unwrap_or_else(|poison| poison.into_inner());
-    let cursor = cursors.entry(conversation_id).or_default();
-    *cursor = (*cursor).max(seq);
+    cursors.record(conversation_id, seq);
 }
 
 struct OpenStream {
@@ -182,8 +181,8 @@ async fn read_acks(
     loop {
         let read = tokio::select! {
             code = &mut stop => {
-                // NOTE: acks still in flight are dropped. Nothing reads the recorded
-                // cursors yet, and clients resync from their own cursors.
+                // NOTE: acks still in flight are dropped. The client acknowledges the
+                // conversation again on its next delivery, and resyncs by its own cursors.
                 if let Ok(code) = code {
                     recv.stop(code);
                 }

@@ -26,6 +26,7 @@ use crate::http3::serve_h3;
 use crate::https::TlsListener;
 use crate::metrics::{EdgeMetrics, Transport};
 use crate::origin::OriginPolicy;
+use crate::presence_hub::{PresenceHub, run_presence};
 use crate::registry::SessionRegistry;
 use crate::stamp::Stamper;
 use crate::streams::NativeConnection;
@@ -82,6 +83,7 @@ pub struct EdgeShared {
     pub certs: Arc<CertStore>,
     pub origins: OriginPolicy,
     pub shutdown: CancellationToken,
+    pub presence: Arc<PresenceHub>,
     connections: TaskTracker,
     next_conn_id: AtomicU64,
 }
@@ -123,6 +125,8 @@ impl Edge {
             addr: config.listen,
             source,
         })?;
+        let mut config = config;
+        announce_bound_address(&mut config.public_edges, config.listen, local_addr);
         let mut endpoints = vec![endpoint];
         if local_addr.ip().is_loopback() && local_addr.is_ipv4() {
             // Chromium resolves `localhost` to ::1 for QUIC.
@@ -146,7 +150,9 @@ impl Edge {
         };
         let origins = OriginPolicy::new(&config.allowed_origins, http_addr);
 
+        let (presence, presence_work) = PresenceHub::new(config.presence, router.clone());
         let shared = Arc::new(EdgeShared {
+            presence,
             stamper: Stamper::new(config.node_id),
             registry: Arc::new(SessionRegistry::default()),
             metrics: Arc::new(EdgeMetrics::default()),
@@ -160,6 +166,12 @@ impl Edge {
             router,
         });
         spawn_dispatchers(&shared);
+        let presence = run_presence(
+            Arc::clone(&shared.presence),
+            presence_work,
+            shared.shutdown.clone(),
+        );
+        tokio::spawn(presence.instrument(debug_span!("presence")));
         tokio::spawn(rotate_certificates(Arc::clone(&shared)));
 
         let mut tasks = Vec::new();
@@ -229,6 +241,21 @@ fn spawn_dispatchers(shared: &Arc<EdgeShared>) {
             shared.shutdown.clone(),
         );
         tokio::spawn(dispatcher.instrument(debug_span!("dispatcher", owner_index)));
+    }
+}
+
+/// Makes the `Welcome` edge list name the address clients can reach: an entry for the
+/// configured listen address with port 0 becomes the bound address, and an empty list
+/// becomes the bound address alone.
+fn announce_bound_address(edges: &mut Vec<String>, listen: SocketAddr, bound: SocketAddr) {
+    let configured = listen.to_string();
+    for edge in edges.iter_mut() {
+        if listen.port() == 0 && *edge == configured {
+            *edge = bound.to_string();
+        }
+    }
+    if edges.is_empty() {
+        edges.push(bound.to_string());
     }
 }
 
@@ -434,6 +461,11 @@ impl EdgeHandle {
         &self.shared.certs
     }
 
+    /// Returns the presence service, for its counters.
+    pub fn presence(&self) -> &PresenceHub {
+        &self.shared.presence
+    }
+
     /// Returns the number of authenticated sessions on this edge.
     pub fn session_count(&self) -> usize {
         self.shared.registry.len()
@@ -481,5 +513,29 @@ impl Drop for EdgeHandle {
                 b"the edge is shutting down",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_lists_bound_address_for_port_zero() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let bound: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+
+        let mut edges = vec!["127.0.0.1:0".to_owned(), "127.0.0.1:5000".to_owned()];
+        announce_bound_address(&mut edges, listen, bound);
+        assert_eq!(edges, ["127.0.0.1:40123", "127.0.0.1:5000"]);
+
+        let mut empty = Vec::new();
+        announce_bound_address(&mut empty, listen, bound);
+        assert_eq!(empty, ["127.0.0.1:40123"]);
+
+        let fixed: SocketAddr = "127.0.0.1:4433".parse().unwrap();
+        let mut kept = vec!["127.0.0.1:4433".to_owned()];
+        announce_bound_address(&mut kept, fixed, fixed);
+        assert_eq!(kept, ["127.0.0.1:4433"]);
     }
 }

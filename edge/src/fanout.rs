@@ -78,7 +78,11 @@ pub async fn run_dispatcher(
             deliveries = owner.attach_edge(&edge_id);
             continue;
         };
-        EdgeMetrics::inc(&metrics.owner_deliveries);
+        if delivery.receipt.is_some() {
+            EdgeMetrics::inc(&metrics.owner_receipt_pushes);
+        } else {
+            EdgeMetrics::inc(&metrics.owner_deliveries);
+        }
         dispatch(&registry, &delivery);
     }
 }
@@ -112,6 +116,10 @@ fn drain_changes(
 
 /// Offers one delivery to every recipient session, except the device that sent it.
 pub fn dispatch(registry: &SessionRegistry, delivery: &Delivery) {
+    if let Some(update) = &delivery.receipt {
+        crate::receipts::dispatch_receipt(registry, delivery, update);
+        return;
+    }
     let message = &delivery.message;
     let mut encoded: Option<Arc<EncodedDelivery>> = None;
     for user in &delivery.recipients {

@@ -44,8 +44,10 @@ pub struct EdgeMetrics {
     pub sessions_started: AtomicU64,
     /// `Send` frames admitted and forwarded to an owner.
     pub sends: AtomicU64,
-    /// Deliveries received from owners by the fan-out dispatchers.
+    /// Message deliveries received from owners by the fan-out dispatchers.
     pub owner_deliveries: AtomicU64,
+    /// Receipt updates received from owners (they share the delivery path).
+    pub owner_receipt_pushes: AtomicU64,
     /// `Deliver` frames queued on client sessions.
     pub session_deliveries: AtomicU64,
     /// Sessions the edge ended with a `Close` frame (drain, token expiry, kick).
@@ -91,7 +93,8 @@ impl EdgeMetrics {
             ("http3_requests_total", "Plain HTTP/3 requests answered.", &self.http3_requests),
             ("sessions_started_total", "Sessions that received Welcome.", &self.sessions_started),
             ("sends_total", "Send frames forwarded to owners.", &self.sends),
-            ("owner_deliveries_total", "Deliveries received from owners.", &self.owner_deliveries),
+            ("owner_deliveries_total", "Message deliveries received from owners.", &self.owner_deliveries),
+            ("owner_receipt_pushes_total", "Receipt updates received from owners.", &self.owner_receipt_pushes),
             ("session_deliveries_total", "Deliver frames queued on sessions.", &self.session_deliveries),
             ("sessions_closed_total", "Sessions the edge ended with Close.", &self.sessions_closed_by_edge),
         ];

@@ -5,7 +5,6 @@
 //! until [`watch_session`] returns a [`SessionEnd`], and end with [`close_frame`] followed
 //! by the transport's own close.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -131,7 +130,7 @@ pub fn open_session(
         device_id: hello.device_id.clone(),
         transport,
         send_rate: Mutex::new(TokenBucket::new(edge.config.send_rate, Instant::now())),
-        cursors: Arc::new(Mutex::new(HashMap::new())),
+        cursors: crate::receipts::AckRecorder::start(claims.sub.clone(), Arc::clone(edge)),
         edge: Arc::clone(edge),
     });
     let welcome = Welcome {
@@ -191,6 +190,10 @@ pub fn close_session(session: &Session) {
         .edge
         .registry
         .remove(&session.user, session.session_id);
+    session
+        .edge
+        .presence
+        .detach(session.session_id, &session.user);
 }
 
 /// Returns the close code, and the `Close` frame to send first, for a session the edge

@@ -10,6 +10,7 @@ use quinn::VarInt;
 use tidings_schema::error::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::datagram::DatagramChannel;
 use crate::writer::FLUSH_TIMEOUT;
 
 /// A boxed future that can move between threads.
@@ -56,6 +57,12 @@ pub trait StreamConnection: Send + Sync + 'static {
     /// the close. Returns at once where [`StreamSend::finish`] already waited.
     fn linger(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    /// Starts the connection's datagram tasks; `None` when the transport has no
+    /// datagrams. Call at most once per connection.
+    fn datagrams(&self) -> Option<DatagramChannel> {
+        None
     }
 }
 
@@ -106,6 +113,10 @@ impl StreamConnection for NativeConnection {
         Box::pin(async move {
             self.0.closed().await;
         })
+    }
+
+    fn datagrams(&self) -> Option<DatagramChannel> {
+        Some(crate::datagram::native(self.0.clone()))
     }
 }
 

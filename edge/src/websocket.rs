@@ -283,6 +283,9 @@ async fn run_session(
         close_session(&session);
         return None;
     }
+    let no_datagrams = None;
+    let presence_reader = tokio_util::sync::CancellationToken::new();
+    crate::presence_session::start(&session, no_datagrams, sink, &presence_reader);
     let span = debug_span!("deliveries");
     let delivery = forward_deliveries(deliveries, sink.clone(), Arc::clone(&session.edge));
     let delivery = tokio::spawn(delivery.instrument(span));
@@ -354,6 +357,10 @@ async fn read_frames(session: &Arc<Session>, reader: &mut Reader, sink: &FrameSi
             Frame::DeliveryAck(ack) => record_ack(&session.cursors, ack.conversation_id, ack.seq),
             other => {
                 let kind = other.kind();
+                let Some(other) = crate::presence_session::handle_frame(session, sink, other).await
+                else {
+                    continue;
+                };
                 if requests.submit(session, sink, other).await.is_err() {
                     let reason = format!("{kind} is not allowed after Welcome");
                     return violation(sink, ErrorCode::UnknownFrame, reason).await;

@@ -9,8 +9,10 @@ use h3_webtransport::server::{AcceptedBi, WebTransportSession};
 use h3_webtransport::stream::{RecvStream, SendStream};
 use quinn::VarInt;
 use tidings_schema::error::CloseCode;
-use tracing::debug;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, trace};
 
+use crate::datagram::{DATAGRAM_QUEUE, DatagramChannel};
 use crate::endpoint::EdgeShared;
 use crate::http3;
 use crate::streams::{BiStream, BoxFuture, StreamConnection, StreamRecv, StreamSend};
@@ -38,6 +40,41 @@ impl WebTransportConnection {
             quic,
             edge,
         }
+    }
+}
+
+impl WebTransportConnection {
+    /// Starts tasks that carry WebTransport datagrams (HTTP datagrams on the session's
+    /// CONNECT stream) to and from two queues.
+    fn datagram_tasks(&self) -> DatagramChannel {
+        let (outgoing, mut to_send) = mpsc::channel::<Bytes>(DATAGRAM_QUEUE);
+        let (received, incoming) = mpsc::channel(DATAGRAM_QUEUE);
+
+        let mut sender = self.session.datagram_sender();
+        let send = async move {
+            while let Some(datagram) = to_send.recv().await {
+                if let Err(error) = sender.send_datagram(datagram) {
+                    debug!(%error, "WebTransport datagram not sent");
+                }
+            }
+        };
+        tokio::spawn(send.in_current_span());
+
+        let mut reader = self.session.datagram_reader();
+        let read = async move {
+            loop {
+                let datagram = tokio::select! {
+                    _ = received.closed() => return,
+                    datagram = reader.read_datagram() => datagram,
+                };
+                let Ok(datagram) = datagram else { return };
+                if received.try_send(datagram.payload().clone()).is_err() {
+                    trace!("incoming WebTransport datagram dropped; queue full");
+                }
+            }
+        };
+        tokio::spawn(read.in_current_span());
+        DatagramChannel { outgoing, incoming }
     }
 }
 
@@ -92,6 +129,10 @@ impl StreamConnection for WebTransportConnection {
         Box::pin(async move {
             self.quic.closed().await;
         })
+    }
+
+    fn datagrams(&self) -> Option<DatagramChannel> {
+        Some(self.datagram_tasks())
     }
 
     fn linger(&self) -> BoxFuture<'_, ()> {

@@ -84,6 +84,12 @@ impl FrameSink {
             .map_err(|_| WriterClosed)
     }
 
+    /// Queues an already length-prefixed frame unless the queue is full; returns whether
+    /// it was queued. For frames that may be lost, such as presence updates.
+    pub fn try_send_encoded(&self, bytes: Bytes) -> bool {
+        self.queue.try_send(Outgoing::Frame(bytes)).is_ok()
+    }
+
     /// Writes everything queued, finishes the stream and waits until the peer has
     /// acknowledged it, or [`FLUSH_TIMEOUT`] passed. Frames queued afterwards are dropped.
     pub async fn finish(&self) {

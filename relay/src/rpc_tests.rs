@@ -148,6 +148,7 @@ fn delivery(seq: u64) -> Delivery {
         },
         recipients: vec!["bob".into()],
         origin_device: "phone".into(),
+        receipt: None,
     }
 }
 

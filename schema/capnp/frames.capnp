@@ -33,6 +33,20 @@ struct Frame {
     conversationList @15 :ConversationList;
     error @16 :ErrorFrame;
     close @17 :Close;
+    heartbeat @18 :Heartbeat;
+    presenceSubscribe @19 :PresenceSubscribe;
+    presenceUpdate @20 :PresenceUpdate;
+    typing @21 :Typing;
+    presenceSettings @22 :PresenceSettings;
+    markRead @23 :MarkRead;
+    receiptsRequest @24 :ReceiptsRequest;
+    receiptList @25 :ReceiptList;
+    receiptUpdate @26 :ReceiptUpdate;
+    inboxSync @27 :InboxSync;
+    inboxPage @28 :InboxPage;
+    markUnread @29 :MarkUnread;
+    gapRequest @30 :GapRequest;
+    gapPage @31 :GapPage;
   }
 }
 
@@ -189,4 +203,159 @@ struct Close {
   message @1 :Text;
   retryAfterMs @2 :UInt32;
   redirect @3 :Text;
+}
+
+enum PresenceState {
+  offline @0;
+  away @1;
+  online @2;
+}
+
+struct Heartbeat {
+  # Sent by a device every heartbeat interval, in a datagram where the transport has them.
+  state @0 :PresenceState;
+}
+
+struct PresenceSubscribe {
+  # Replaces the session's presence subscription. Every listed user must share a
+  # conversation with the subscriber, and the subscriber must be a member of every listed
+  # conversation, or the whole request is rejected with NOT_MEMBER.
+  requestId @0 :UInt64;
+  users @1 :List(Text);
+  openConversations @2 :List(UInt64);
+  # Conversations the client shows now; it receives their typing indicators.
+}
+
+struct PresenceEntry {
+  user @0 :Text;
+  state @1 :PresenceState;
+  lastSeenMs @2 :UInt64;
+  # Last activity, milliseconds since the Unix epoch; 0 when unknown or hidden.
+}
+
+struct PresenceUpdate {
+  # Presence of watched users. A reply to PresenceSubscribe carries its requestId;
+  # datagrams carry 0.
+  requestId @0 :UInt64;
+  snapshot @1 :Bool;
+  # True when the entries are the periodic full state rather than changes.
+  entries @2 :List(PresenceEntry);
+}
+
+struct Typing {
+  conversationId @0 :UInt64;
+  user @1 :Text;
+  # Set by the server on the way to watchers; ignored from clients.
+  active @2 :Bool;
+  # False clears the indicator at once.
+}
+
+struct PresenceSettings {
+  # Changes the user's presence settings; the server replies with the stored settings
+  # and the same requestId.
+  requestId @0 :UInt64;
+  hideLastSeen @1 :Bool;
+}
+
+struct MarkRead {
+  # Moves the caller's read receipt forward to `seq`; the owner clamps it to the last seq.
+  # The reply is a ReceiptList with the caller's row only.
+  requestId @0 :UInt64;
+  conversationId @1 :UInt64;
+  seq @2 :UInt64;
+}
+
+struct ReceiptsRequest {
+  # Asks for every member's receipt in a conversation; the reply is a ReceiptList.
+  requestId @0 :UInt64;
+  conversationId @1 :UInt64;
+}
+
+struct MemberReceipt {
+  userId @0 :Text;
+  deliveredSeq @1 :UInt64;
+  # The user holds every message up to this seq on at least one device.
+  readSeq @2 :UInt64;
+  # The user read every message up to this seq. Never above deliveredSeq.
+}
+
+struct ReceiptList {
+  requestId @0 :UInt64;
+  conversationId @1 :UInt64;
+  lastSeq @2 :UInt64;
+  receipts @3 :List(MemberReceipt);
+}
+
+struct SeqReceiptCount {
+  # How many members besides its sender hold and have read one message.
+  seq @0 :UInt64;
+  delivered @1 :UInt32;
+  read @2 :UInt32;
+}
+
+struct ReceiptUpdate {
+  # Server push: a member's receipt moved. In a group, `counts` has the aggregate state of
+  # the messages the move covered (newest first, capped), and `memberCount` is the number
+  # of members besides a message's sender.
+  conversationId @0 :UInt64;
+  receipt @1 :MemberReceipt;
+  memberCount @2 :UInt32;
+  counts @3 :List(SeqReceiptCount);
+}
+
+struct InboxSync {
+  # Asks for the caller's inbox entries that changed after `afterCursor` (0 for all),
+  # oldest change first. With a non-zero `conversationId` only that entry is returned.
+  requestId @0 :UInt64;
+  afterCursor @1 :UInt64;
+  limit @2 :UInt32;
+  conversationId @3 :UInt64;
+}
+
+struct InboxEntry {
+  conversationId @0 :UInt64;
+  lastSeq @1 :UInt64;
+  readSeq @2 :UInt64;
+  unreadCount @3 :UInt64;
+  markedUnread @4 :Bool;
+  cursor @5 :UInt64;
+  # The inbox cursor of the entry's latest change.
+  member @6 :Bool;
+  # False when the user left or was removed since the cursor the request named.
+}
+
+struct InboxPage {
+  requestId @0 :UInt64;
+  entries @1 :List(InboxEntry);
+  cursor @2 :UInt64;
+  # Pass as `afterCursor` to continue; it covers every entry of this page.
+  complete @3 :Bool;
+  # False when more changes remain after `cursor`.
+}
+
+struct MarkUnread {
+  # Sets or clears the mark-unread flag of the caller's inbox entry; the reply is an
+  # InboxPage with that entry.
+  requestId @0 :UInt64;
+  conversationId @1 :UInt64;
+  unread @2 :Bool;
+}
+
+struct GapRequest {
+  # Asks for the messages after `afterSeq`, oldest first.
+  requestId @0 :UInt64;
+  conversationId @1 :UInt64;
+  afterSeq @2 :UInt64;
+  limit @3 :UInt32;
+}
+
+struct GapPage {
+  requestId @0 :UInt64;
+  conversationId @1 :UInt64;
+  messages @2 :List(Message);
+  # Ascending seq order, without gaps.
+  complete @3 :Bool;
+  # False when the page holds only part of the gap; continue from `nextAfterSeq`.
+  nextAfterSeq @4 :UInt64;
+  lastSeq @5 :UInt64;
 }

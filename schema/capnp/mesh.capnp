@@ -72,6 +72,42 @@ struct OwnerRequest {
     listConversations :group {
       user @16 :Text;
     }
+    lastSeen :group {
+      # Reads a user's last seen row from their home shard.
+      user @17 :Text;
+    }
+    recordLastSeen :group {
+      # Raises a user's last seen time; the owner clamps it to its own clock.
+      user @18 :Text;
+      atMs @19 :UInt64;
+    }
+    presenceSettings :group {
+      user @20 :Text;
+      hideLastSeen @21 :Bool;
+    }
+    receipt :group {
+      # Moves the user's receipts forward; the owner clamps both to the last seq.
+      user @22 :Text;
+      conversationId @23 :UInt64;
+      deliveredSeq @24 :UInt64;
+      readSeq @25 :UInt64;
+    }
+    receipts :group {
+      user @26 :Text;
+      conversationId @27 :UInt64;
+    }
+    inboxSync :group {
+      user @28 :Text;
+      request @29 :Frames.InboxSync;
+    }
+    markUnread :group {
+      user @30 :Text;
+      request @31 :Frames.MarkUnread;
+    }
+    gap :group {
+      user @32 :Text;
+      request @33 :Frames.GapRequest;
+    }
   }
 }
 
@@ -81,7 +117,19 @@ struct OwnerReply {
     historyPage @1 :Frames.HistoryPage;
     conversation @2 :Frames.ConversationInfo;
     conversations @3 :List(Frames.ConversationInfo);
+    lastSeen @4 :LastSeenRow;
+    receiptList @5 :Frames.ReceiptList;
+    inboxPage @6 :Frames.InboxPage;
+    gapPage @7 :Frames.GapPage;
   }
+}
+
+struct LastSeenRow {
+  # A user's last activity and whether they hide it, from their home shard.
+  user @0 :Text;
+  lastSeenMs @1 :UInt64;
+  # Milliseconds since the Unix epoch; 0 when the user was never seen.
+  hideLastSeen @2 :Bool;
 }
 
 struct Rejection {
@@ -115,12 +163,16 @@ enum InboxChange {
   # A message was committed: raise lastSeq of an existing row.
   remove @2;
   # The user left or was removed.
+  read @3;
+  # The user's read receipt moved: raise readSeq of an existing row to lastSeq.
 }
 
 struct Delivery {
   message @0 :Frames.Message;
   recipients @1 :List(Text);
   originDevice @2 :Text;
+  receipt @3 :Frames.ReceiptUpdate;
+  # Set for a receipt change instead of a message; `message` is then empty.
 }
 
 interface Owner {

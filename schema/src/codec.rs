@@ -22,6 +22,8 @@ use crate::frame::{
     SendAck, Welcome,
 };
 use crate::generated::frames_capnp as wire;
+use crate::presence_codec as presence;
+use crate::receipt_codec as receipt;
 
 /// Size of the length prefix in front of each frame on a stream.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -207,6 +209,30 @@ fn write_frame(mut root: wire::frame::Builder<'_>, frame: &Frame) {
         }
         Frame::Error(error) => write_error(root.init_error(), error),
         Frame::Close(close) => write_close(root.init_close(), close),
+        Frame::Heartbeat(heartbeat) => presence::write_heartbeat(root.init_heartbeat(), heartbeat),
+        Frame::PresenceSubscribe(request) => {
+            presence::write_subscribe(root.init_presence_subscribe(), request)
+        }
+        Frame::PresenceUpdate(update) => {
+            presence::write_update(root.init_presence_update(), update)
+        }
+        Frame::Typing(typing) => presence::write_typing(root.init_typing(), typing),
+        Frame::PresenceSettings(settings) => {
+            presence::write_settings(root.init_presence_settings(), settings)
+        }
+        Frame::MarkRead(request) => receipt::write_mark_read(root.init_mark_read(), request),
+        Frame::ReceiptsRequest(request) => {
+            receipt::write_receipts_request(root.init_receipts_request(), request)
+        }
+        Frame::ReceiptList(list) => receipt::write_receipt_list(root.init_receipt_list(), list),
+        Frame::ReceiptUpdate(update) => {
+            receipt::write_receipt_update(root.init_receipt_update(), update)
+        }
+        Frame::InboxSync(request) => receipt::write_inbox_sync(root.init_inbox_sync(), request),
+        Frame::InboxPage(page) => receipt::write_inbox_page(root.init_inbox_page(), page),
+        Frame::MarkUnread(request) => receipt::write_mark_unread(root.init_mark_unread(), request),
+        Frame::GapRequest(request) => receipt::write_gap_request(root.init_gap_request(), request),
+        Frame::GapPage(page) => receipt::write_gap_page(root.init_gap_page(), page),
     }
 }
 
@@ -256,6 +282,28 @@ fn read_frame_body(root: wire::frame::Reader<'_>) -> Result<Frame, DecodeError> 
         }
         Which::Error(error) => Frame::Error(read_error(error?)?),
         Which::Close(close) => Frame::Close(read_close(close?)?),
+        Which::Heartbeat(heartbeat) => Frame::Heartbeat(presence::read_heartbeat(heartbeat?)?),
+        Which::PresenceSubscribe(request) => {
+            Frame::PresenceSubscribe(presence::read_subscribe(request?)?)
+        }
+        Which::PresenceUpdate(update) => Frame::PresenceUpdate(presence::read_update(update?)?),
+        Which::Typing(typing) => Frame::Typing(presence::read_typing(typing?)?),
+        Which::PresenceSettings(settings) => {
+            Frame::PresenceSettings(presence::read_settings(settings?))
+        }
+        Which::MarkRead(request) => Frame::MarkRead(receipt::read_mark_read(request?)),
+        Which::ReceiptsRequest(request) => {
+            Frame::ReceiptsRequest(receipt::read_receipts_request(request?))
+        }
+        Which::ReceiptList(list) => Frame::ReceiptList(receipt::read_receipt_list(list?)?),
+        Which::ReceiptUpdate(update) => {
+            Frame::ReceiptUpdate(receipt::read_receipt_update(update?)?)
+        }
+        Which::InboxSync(request) => Frame::InboxSync(receipt::read_inbox_sync(request?)),
+        Which::InboxPage(page) => Frame::InboxPage(receipt::read_inbox_page(page?)?),
+        Which::MarkUnread(request) => Frame::MarkUnread(receipt::read_mark_unread(request?)),
+        Which::GapRequest(request) => Frame::GapRequest(receipt::read_gap_request(request?)),
+        Which::GapPage(page) => Frame::GapPage(receipt::read_gap_page(page?)?),
     };
     Ok(frame)
 }

@@ -3,6 +3,10 @@
 
 use super::*;
 use crate::error::Rejection;
+use crate::presence::{
+    Heartbeat, PresenceEntry, PresenceSettings, PresenceState, PresenceSubscribe, PresenceUpdate,
+    Typing,
+};
 
 /// Byte offsets inside an encoded single-segment frame: 8 bytes of segment table, 8 of
 /// root pointer, then the root struct's data section with `version` first and the union
@@ -159,6 +163,39 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             retry_after_ms: 1_000,
             redirect: "edge-2:4433".into(),
         }),
+        Frame::Heartbeat(Heartbeat {
+            state: PresenceState::Away,
+        }),
+        Frame::PresenceSubscribe(PresenceSubscribe {
+            request_id: 12,
+            users: vec!["alice".into(), "bob".into()],
+            open_conversations: vec![77, u64::MAX],
+        }),
+        Frame::PresenceUpdate(PresenceUpdate {
+            request_id: 0,
+            snapshot: true,
+            entries: vec![
+                PresenceEntry {
+                    user: "alice".into(),
+                    state: PresenceState::Online,
+                    last_seen_ms: 1_700_000_000_000,
+                },
+                PresenceEntry {
+                    user: "bob".into(),
+                    state: PresenceState::Offline,
+                    last_seen_ms: 0,
+                },
+            ],
+        }),
+        Frame::Typing(Typing {
+            conversation_id: 77,
+            user: "alice".into(),
+            active: true,
+        }),
+        Frame::PresenceSettings(PresenceSettings {
+            request_id: 13,
+            hide_last_seen: true,
+        }),
     ]
 }
 
@@ -169,7 +206,7 @@ fn every_variant_round_trips() {
     kinds.dedup();
     assert_eq!(
         kinds.len(),
-        17,
+        22,
         "sample_frames must cover every Frame variant"
     );
 
@@ -371,4 +408,88 @@ async fn read_frame_passes_decode_errors() {
         matches!(error, ReadError::Decode(DecodeError::Malformed(_))),
         "{error:?}"
     );
+}
+
+#[test]
+fn receipt_frames_round_trip() {
+    use crate::receipt::*;
+
+    let receipt = MemberReceipt {
+        user_id: "bob".into(),
+        delivered_seq: 9,
+        read_seq: 7,
+    };
+    let frames = vec![
+        Frame::MarkRead(MarkRead {
+            request_id: 1,
+            conversation_id: u64::MAX,
+            seq: 7,
+        }),
+        Frame::ReceiptsRequest(ReceiptsRequest {
+            request_id: 2,
+            conversation_id: 5,
+        }),
+        Frame::ReceiptList(ReceiptList {
+            request_id: 2,
+            conversation_id: 5,
+            last_seq: 9,
+            receipts: vec![receipt.clone()],
+        }),
+        Frame::ReceiptUpdate(ReceiptUpdate {
+            conversation_id: 5,
+            receipt,
+            member_count: 499,
+            counts: vec![SeqReceiptCount {
+                seq: 9,
+                delivered: 300,
+                read: 12,
+            }],
+        }),
+        Frame::InboxSync(InboxSync {
+            request_id: 3,
+            after_cursor: 40,
+            limit: 10,
+            conversation_id: 0,
+        }),
+        Frame::InboxPage(InboxPage {
+            request_id: 3,
+            entries: vec![InboxEntry {
+                conversation_id: 5,
+                last_seq: 9,
+                read_seq: 7,
+                unread_count: 2,
+                marked_unread: true,
+                cursor: 41,
+                member: true,
+            }],
+            cursor: 41,
+            complete: false,
+        }),
+        Frame::MarkUnread(MarkUnread {
+            request_id: 4,
+            conversation_id: 5,
+            unread: true,
+        }),
+        Frame::GapRequest(GapRequest {
+            request_id: 5,
+            conversation_id: 5,
+            after_seq: 3,
+            limit: 2,
+        }),
+        Frame::GapPage(GapPage {
+            request_id: 5,
+            conversation_id: 5,
+            messages: vec![
+                message(4, MessageKind::User),
+                message(5, MessageKind::System),
+            ],
+            complete: false,
+            next_after_seq: 5,
+            last_seq: 9,
+        }),
+    ];
+    for frame in frames {
+        let decoded = decode(&encode(&frame)).unwrap_or_else(|e| panic!("{}: {e}", frame.kind()));
+        assert_eq!(decoded, frame);
+    }
 }

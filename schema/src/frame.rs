@@ -11,6 +11,14 @@
 //! and the client's `DeliveryAck` frames back.
 
 use crate::error::{ErrorCode, Rejection};
+pub use crate::presence::{
+    Heartbeat, PresenceEntry, PresenceSettings, PresenceState, PresenceSubscribe, PresenceUpdate,
+    Typing,
+};
+pub use crate::receipt::{
+    GapPage, GapRequest, InboxEntry, InboxPage, InboxSync, MarkRead, MarkUnread, MemberReceipt,
+    ReceiptList, ReceiptUpdate, ReceiptsRequest, SeqReceiptCount,
+};
 
 /// The protocol version this build speaks. A frame with another version is rejected with
 /// [`ErrorCode::UnsupportedVersion`].
@@ -37,6 +45,22 @@ pub enum Frame {
     ConversationList(ConversationList),
     Error(ErrorFrame),
     Close(Close),
+    Heartbeat(Heartbeat),
+    PresenceSubscribe(PresenceSubscribe),
+    PresenceUpdate(PresenceUpdate),
+    Typing(Typing),
+    PresenceSettings(PresenceSettings),
+    MarkRead(MarkRead),
+    ReceiptsRequest(ReceiptsRequest),
+    /// Reply to `MarkRead` and `ReceiptsRequest`.
+    ReceiptList(ReceiptList),
+    ReceiptUpdate(ReceiptUpdate),
+    InboxSync(InboxSync),
+    /// Reply to `InboxSync` and `MarkUnread`.
+    InboxPage(InboxPage),
+    MarkUnread(MarkUnread),
+    GapRequest(GapRequest),
+    GapPage(GapPage),
 }
 
 impl Frame {
@@ -60,6 +84,20 @@ impl Frame {
             Frame::ConversationList(_) => "ConversationList",
             Frame::Error(_) => "Error",
             Frame::Close(_) => "Close",
+            Frame::Heartbeat(_) => "Heartbeat",
+            Frame::PresenceSubscribe(_) => "PresenceSubscribe",
+            Frame::PresenceUpdate(_) => "PresenceUpdate",
+            Frame::Typing(_) => "Typing",
+            Frame::PresenceSettings(_) => "PresenceSettings",
+            Frame::MarkRead(_) => "MarkRead",
+            Frame::ReceiptsRequest(_) => "ReceiptsRequest",
+            Frame::ReceiptList(_) => "ReceiptList",
+            Frame::ReceiptUpdate(_) => "ReceiptUpdate",
+            Frame::InboxSync(_) => "InboxSync",
+            Frame::InboxPage(_) => "InboxPage",
+            Frame::MarkUnread(_) => "MarkUnread",
+            Frame::GapRequest(_) => "GapRequest",
+            Frame::GapPage(_) => "GapPage",
         }
     }
 }

@@ -14,6 +14,10 @@ pub mod generated;
 pub mod ids;
 pub mod mesh;
 pub mod mesh_codec;
+pub mod presence;
+mod presence_codec;
+pub mod receipt;
+mod receipt_codec;
 
 pub use error::{CloseCode, ErrorCode, Rejection};
 pub use frame::Frame;

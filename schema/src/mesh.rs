@@ -7,6 +7,9 @@ use crate::frame::{
     ConversationInfo, CreateGroup, HistoryPage, HistoryRequest, Leave, MembersChange, Message,
     SendAck,
 };
+use crate::receipt::{
+    GapPage, GapRequest, InboxPage, InboxSync, MarkUnread, ReceiptList, ReceiptUpdate,
+};
 
 /// A send as the edge forwards it to the conversation's owner.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,6 +63,49 @@ pub enum OwnerRequest {
     ListConversations {
         user: String,
     },
+    /// Reads the user's last seen row from their home shard.
+    LastSeen {
+        user: String,
+    },
+    /// Raises the user's last seen time to `at_ms` (milliseconds since the Unix epoch).
+    /// The owner clamps it to its own clock and never lowers it.
+    RecordLastSeen {
+        user: String,
+        at_ms: u64,
+    },
+    /// Stores the user's presence settings.
+    PresenceSettings {
+        user: String,
+        hide_last_seen: bool,
+    },
+    /// Moves the user's receipts forward; the owner clamps both seqs to the last seq and
+    /// ignores a seq below the stored one. Replies with a `ReceiptList` of the user's row.
+    Receipt {
+        user: String,
+        conversation_id: u64,
+        delivered_seq: u64,
+        read_seq: u64,
+    },
+    /// Reads every member's receipts in a conversation.
+    Receipts {
+        user: String,
+        conversation_id: u64,
+    },
+    /// Reads inbox entries from the user's home shard.
+    InboxSync {
+        user: String,
+        request: InboxSync,
+    },
+    /// Sets or clears the mark-unread flag in the user's home shard.
+    MarkUnread {
+        user: String,
+        request: MarkUnread,
+    },
+    /// Reads the messages after a seq, oldest first.
+    Gap {
+        user: String,
+        request: GapRequest,
+    },
 }
 
 /// The ids an edge stamps on a message the owner writes for it (system messages).
@@ -77,6 +123,20 @@ pub enum OwnerReply {
     HistoryPage(HistoryPage),
     Conversation(ConversationInfo),
     Conversations(Vec<ConversationInfo>),
+    /// Reply to `LastSeen`, `RecordLastSeen` and `PresenceSettings`: the stored row.
+    LastSeen(LastSeenRow),
+    ReceiptList(ReceiptList),
+    InboxPage(InboxPage),
+    GapPage(GapPage),
+}
+
+/// A user's last activity and whether they hide it, as stored in their home shard.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LastSeenRow {
+    pub user: String,
+    /// Milliseconds since the Unix epoch; 0 when the user was never seen.
+    pub last_seen_ms: u64,
+    pub hide_last_seen: bool,
 }
 
 /// One committed message, fanned out from the owner to every edge.
@@ -91,6 +151,8 @@ pub struct Delivery {
     pub recipients: Vec<String>,
     /// The device that sent the message; empty for system messages.
     pub origin_device: String,
+    /// A receipt change to push instead of a message; `message` is then empty.
+    pub receipt: Option<ReceiptUpdate>,
 }
 
 /// What an [`InboxUpdate`] does to the inbox row.
@@ -102,6 +164,9 @@ pub enum InboxChange {
     Advance,
     /// The user left or was removed: delete the row.
     Remove,
+    /// The user's read receipt moved: raise `last_read_seq` of an existing row to
+    /// `last_seq`, and clear its mark-unread flag.
+    Read,
 }
 
 /// A change to one inbox row, sent by a conversation's owner to the owner of the user's

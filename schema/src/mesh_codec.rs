@@ -16,8 +16,10 @@ use crate::codec::{
 use crate::error::{ErrorCode, Rejection};
 use crate::generated::mesh_capnp as wire;
 use crate::mesh::{
-    Delivery, InboxChange, InboxUpdate, OwnerReply, OwnerRequest, Registration, SendRequest, Stamp,
+    Delivery, InboxChange, InboxUpdate, LastSeenRow, OwnerReply, OwnerRequest, Registration,
+    SendRequest, Stamp,
 };
+use crate::receipt_codec as receipt;
 
 /// The mesh protocol version this build speaks, passed to `Owner.open`.
 pub const MESH_PROTOCOL_VERSION: u16 = wire::MESH_PROTOCOL_VERSION;
@@ -76,6 +78,55 @@ pub fn write_owner_request(out: wire::owner_request::Builder<'_>, request: &Owne
         OwnerRequest::ListConversations { user } => {
             out.init_list_conversations().set_user(user.as_str());
         }
+        OwnerRequest::LastSeen { user } => out.init_last_seen().set_user(user.as_str()),
+        OwnerRequest::RecordLastSeen { user, at_ms } => {
+            let mut group = out.init_record_last_seen();
+            group.set_user(user.as_str());
+            group.set_at_ms(*at_ms);
+        }
+        OwnerRequest::PresenceSettings {
+            user,
+            hide_last_seen,
+        } => {
+            let mut group = out.init_presence_settings();
+            group.set_user(user.as_str());
+            group.set_hide_last_seen(*hide_last_seen);
+        }
+        OwnerRequest::Receipt {
+            user,
+            conversation_id,
+            delivered_seq,
+            read_seq,
+        } => {
+            let mut group = out.init_receipt();
+            group.set_user(user.as_str());
+            group.set_conversation_id(*conversation_id);
+            group.set_delivered_seq(*delivered_seq);
+            group.set_read_seq(*read_seq);
+        }
+        OwnerRequest::Receipts {
+            user,
+            conversation_id,
+        } => {
+            let mut group = out.init_receipts();
+            group.set_user(user.as_str());
+            group.set_conversation_id(*conversation_id);
+        }
+        OwnerRequest::InboxSync { user, request } => {
+            let mut group = out.init_inbox_sync();
+            group.set_user(user.as_str());
+            receipt::write_inbox_sync(group.init_request(), request);
+        }
+        OwnerRequest::MarkUnread { user, request } => {
+            let mut group = out.init_mark_unread();
+            group.set_user(user.as_str());
+            receipt::write_mark_unread(group.init_request(), request);
+        }
+        OwnerRequest::Gap { user, request } => {
+            let mut group = out.init_gap();
+            group.set_user(user.as_str());
+            receipt::write_gap_request(group.init_request(), request);
+        }
     }
 }
 
@@ -116,6 +167,39 @@ pub fn read_owner_request(request: wire::owner_request::Reader<'_>) -> capnp::Re
         },
         Which::ListConversations(group) => OwnerRequest::ListConversations {
             user: read_text(group.get_user())?,
+        },
+        Which::LastSeen(group) => OwnerRequest::LastSeen {
+            user: read_text(group.get_user())?,
+        },
+        Which::RecordLastSeen(group) => OwnerRequest::RecordLastSeen {
+            user: read_text(group.get_user())?,
+            at_ms: group.get_at_ms(),
+        },
+        Which::PresenceSettings(group) => OwnerRequest::PresenceSettings {
+            user: read_text(group.get_user())?,
+            hide_last_seen: group.get_hide_last_seen(),
+        },
+        Which::Receipt(group) => OwnerRequest::Receipt {
+            user: read_text(group.get_user())?,
+            conversation_id: group.get_conversation_id(),
+            delivered_seq: group.get_delivered_seq(),
+            read_seq: group.get_read_seq(),
+        },
+        Which::Receipts(group) => OwnerRequest::Receipts {
+            user: read_text(group.get_user())?,
+            conversation_id: group.get_conversation_id(),
+        },
+        Which::InboxSync(group) => OwnerRequest::InboxSync {
+            user: read_text(group.get_user())?,
+            request: receipt::read_inbox_sync(group.get_request()?),
+        },
+        Which::MarkUnread(group) => OwnerRequest::MarkUnread {
+            user: read_text(group.get_user())?,
+            request: receipt::read_mark_unread(group.get_request()?),
+        },
+        Which::Gap(group) => OwnerRequest::Gap {
+            user: read_text(group.get_user())?,
+            request: receipt::read_gap_request(group.get_request()?),
         },
     };
     Ok(request)
@@ -180,6 +264,15 @@ pub fn write_owner_reply(out: wire::owner_reply::Builder<'_>, reply: &OwnerReply
         OwnerReply::Conversations(infos) => {
             write_conversations(out.init_conversations(list_len(infos.len())), infos)
         }
+        OwnerReply::LastSeen(row) => {
+            let mut out = out.init_last_seen();
+            out.set_user(row.user.as_str());
+            out.set_last_seen_ms(row.last_seen_ms);
+            out.set_hide_last_seen(row.hide_last_seen);
+        }
+        OwnerReply::ReceiptList(list) => receipt::write_receipt_list(out.init_receipt_list(), list),
+        OwnerReply::InboxPage(page) => receipt::write_inbox_page(out.init_inbox_page(), page),
+        OwnerReply::GapPage(page) => receipt::write_gap_page(out.init_gap_page(), page),
     }
 }
 
@@ -195,6 +288,17 @@ pub fn read_owner_reply(reply: wire::owner_reply::Reader<'_>) -> capnp::Result<O
         Which::HistoryPage(page) => OwnerReply::HistoryPage(read_history_page(page?)?),
         Which::Conversation(info) => OwnerReply::Conversation(read_conversation(info?)?),
         Which::Conversations(infos) => OwnerReply::Conversations(read_conversations(infos?)?),
+        Which::LastSeen(row) => {
+            let row = row?;
+            OwnerReply::LastSeen(LastSeenRow {
+                user: read_text(row.get_user())?,
+                last_seen_ms: row.get_last_seen_ms(),
+                hide_last_seen: row.get_hide_last_seen(),
+            })
+        }
+        Which::ReceiptList(list) => OwnerReply::ReceiptList(receipt::read_receipt_list(list?)?),
+        Which::InboxPage(page) => OwnerReply::InboxPage(receipt::read_inbox_page(page?)?),
+        Which::GapPage(page) => OwnerReply::GapPage(receipt::read_gap_page(page?)?),
     };
     Ok(reply)
 }
@@ -246,6 +350,9 @@ pub fn read_call_result(
 pub fn write_delivery(mut out: wire::delivery::Builder<'_>, delivery: &Delivery) {
     out.set_origin_device(delivery.origin_device.as_str());
     write_message(out.reborrow().init_message(), &delivery.message);
+    if let Some(update) = &delivery.receipt {
+        receipt::write_receipt_update(out.reborrow().init_receipt(), update);
+    }
     let recipients = out.init_recipients(list_len(delivery.recipients.len()));
     write_texts(recipients, &delivery.recipients);
 }
@@ -256,6 +363,10 @@ pub fn read_delivery(delivery: wire::delivery::Reader<'_>) -> capnp::Result<Deli
         message: read_message(delivery.get_message()?)?,
         recipients: read_texts(delivery.get_recipients())?,
         origin_device: read_text(delivery.get_origin_device())?,
+        receipt: match delivery.has_receipt() {
+            true => Some(receipt::read_receipt_update(delivery.get_receipt()?)?),
+            false => None,
+        },
     })
 }
 
@@ -292,6 +403,7 @@ pub fn write_inbox_updates(
             InboxChange::Join => wire::InboxChange::Join,
             InboxChange::Advance => wire::InboxChange::Advance,
             InboxChange::Remove => wire::InboxChange::Remove,
+            InboxChange::Read => wire::InboxChange::Read,
         });
     }
 }
@@ -307,6 +419,7 @@ pub fn read_inbox_updates(
                 Ok(wire::InboxChange::Join) => InboxChange::Join,
                 Ok(wire::InboxChange::Advance) => InboxChange::Advance,
                 Ok(wire::InboxChange::Remove) => InboxChange::Remove,
+                Ok(wire::InboxChange::Read) => InboxChange::Read,
                 Err(capnp::NotInSchema(tag)) => {
                     return Err(capnp::Error::failed(format!("unknown inbox change {tag}")));
                 }

@@ -112,6 +112,17 @@ fn sample_requests() -> Vec<OwnerRequest> {
         OwnerRequest::ListConversations {
             user: "carol".into(),
         },
+        OwnerRequest::LastSeen {
+            user: "carol".into(),
+        },
+        OwnerRequest::RecordLastSeen {
+            user: "carol".into(),
+            at_ms: 1_700_000_000_000,
+        },
+        OwnerRequest::PresenceSettings {
+            user: "carol".into(),
+            hide_last_seen: true,
+        },
     ]
 }
 
@@ -137,6 +148,11 @@ fn sample_results() -> Vec<Result<OwnerReply, Rejection>> {
             conversation(2),
         ])),
         Ok(OwnerReply::Conversations(Vec::new())),
+        Ok(OwnerReply::LastSeen(crate::mesh::LastSeenRow {
+            user: "carol".into(),
+            last_seen_ms: 1_700_000_000_000,
+            hide_last_seen: true,
+        })),
         Err(Rejection::new(
             ErrorCode::NotMember,
             "alice is not a member of 77",
@@ -207,11 +223,28 @@ fn deliveries_round_trip() {
             message: message(1),
             recipients: vec!["alice".into(), "bob".into()],
             origin_device: "phone".into(),
+            receipt: None,
         },
         Delivery {
             message: message(2),
             recipients: Vec::new(),
             origin_device: String::new(),
+            receipt: None,
+        },
+        Delivery {
+            message: Message::default(),
+            recipients: vec!["carol".into()],
+            origin_device: String::new(),
+            receipt: Some(crate::receipt::ReceiptUpdate {
+                conversation_id: 7,
+                receipt: crate::receipt::MemberReceipt {
+                    user_id: "bob".into(),
+                    delivered_seq: 4,
+                    read_seq: 3,
+                },
+                member_count: 2,
+                counts: Vec::new(),
+            }),
         },
     ];
     let mut message = Builder::new_default();

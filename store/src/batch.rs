@@ -11,9 +11,11 @@ use tidings_schema::{ErrorCode, Rejection};
 use crate::cluster::ShardMap;
 use crate::error::StorageError;
 use crate::inbox::{InboxOp, InboxRoutes};
+use crate::last_seen::{LAST_SEEN, LastSeenOp};
 use crate::record::{ConversationRecord, MessageRecord};
 use crate::tables::{
-    CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MESSAGES, Placement, USER_CONVERSATIONS,
+    CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INBOX_LOG, INBOX_META, MESSAGES, Placement,
+    RECEIPTS, USER_CONVERSATIONS,
 };
 
 pub(crate) type StoreResult<T> = Result<T, StorageError>;
@@ -41,6 +43,13 @@ pub(crate) enum WriteOp {
     Owner(OwnerRequest),
     /// Inbox rows of users whose home shard is in this file.
     Inbox(Vec<InboxOp>),
+    /// A last seen row of a user whose home shard is in this file.
+    LastSeen(LastSeenOp),
+    /// The mark-unread flag of an inbox row whose user is homed in this file.
+    MarkUnread {
+        user: String,
+        request: tidings_schema::receipt::MarkUnread,
+    },
 }
 
 /// The successful result of a write, returned to the caller after the commit.
@@ -67,6 +76,10 @@ pub(crate) struct Tables<'txn> {
     pub expiry: Table<'txn, (u64, u16, u64, &'static str, &'static str), ()>,
     pub conversations: Table<'txn, (u16, u64), &'static [u8]>,
     pub inbox: Table<'txn, (u16, &'static str, u64), &'static [u8]>,
+    pub receipts: Table<'txn, (u16, u64, &'static str), &'static [u8]>,
+    pub inbox_log: Table<'txn, (u16, &'static str, u64), u64>,
+    pub inbox_meta: Table<'txn, (u16, &'static str, u64), &'static [u8]>,
+    pub last_seen: Table<'txn, (u16, &'static str), (u64, bool)>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -77,6 +90,10 @@ impl<'txn> Tables<'txn> {
             expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
             conversations: txn.open_table(CONVERSATIONS)?,
             inbox: txn.open_table(USER_CONVERSATIONS)?,
+            receipts: txn.open_table(RECEIPTS)?,
+            inbox_log: txn.open_table(INBOX_LOG)?,
+            inbox_meta: txn.open_table(INBOX_META)?,
+            last_seen: txn.open_table(LAST_SEEN)?,
         })
     }
 }
@@ -99,6 +116,8 @@ pub(crate) struct Batch<'a, 'txn> {
     pub advanced: BTreeMap<u64, u64>,
     /// Deliveries of committed messages, in commit order.
     pub deliveries: Vec<Delivery>,
+    /// Inbox read moves of senders, routed with the batch's inbox advances.
+    pub inbox_reads: Vec<InboxOp>,
 }
 
 impl<'a, 'txn> Batch<'a, 'txn> {
@@ -110,6 +129,7 @@ impl<'a, 'txn> Batch<'a, 'txn> {
             conversations: HashMap::new(),
             advanced: BTreeMap::new(),
             deliveries: Vec::new(),
+            inbox_reads: Vec::new(),
         }
     }
 
@@ -138,6 +158,13 @@ impl<'a, 'txn> Batch<'a, 'txn> {
                 request,
                 stamp,
             }) => self.leave(user, request.conversation_id, stamp),
+            WriteOp::Owner(OwnerRequest::Receipt {
+                user,
+                conversation_id,
+                delivered_seq,
+                read_seq,
+            }) => self.receipt(user, *conversation_id, *delivered_seq, *read_seq),
+            WriteOp::MarkUnread { user, request } => self.mark_unread(user, request),
             WriteOp::Owner(other) => Ok(Err(Rejection::internal(format!(
                 "read request {other:?} was queued to a writer"
             )))),
@@ -145,6 +172,7 @@ impl<'a, 'txn> Batch<'a, 'txn> {
                 self.apply_local_inbox(ops)?;
                 Ok(Ok(OpOutcome::reply(OwnerReply::Conversations(Vec::new()))))
             }
+            WriteOp::LastSeen(op) => self.apply_last_seen(op),
         }
     }
 
@@ -264,6 +292,9 @@ impl<'a, 'txn> Batch<'a, 'txn> {
                 });
             }
         }
+        // NOTE: after the advances, so a sender's read never lands on a row whose last
+        // seq has not reached it yet.
+        ops.append(&mut self.inbox_reads);
         self.route_inbox(ops)
     }
 }

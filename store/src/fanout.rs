@@ -183,6 +183,7 @@ fn for_edge(delivery: &Delivery, users: &HashSet<String>) -> Option<Arc<Delivery
         message: delivery.message.clone(),
         recipients,
         origin_device: delivery.origin_device.clone(),
+        receipt: delivery.receipt.clone(),
     }))
 }
 
@@ -199,6 +200,7 @@ mod tests {
             },
             recipients: vec!["alice".into()],
             origin_device: String::new(),
+            receipt: None,
         }
     }
 

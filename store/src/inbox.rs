@@ -39,13 +39,20 @@ pub(crate) enum InboxOp {
     },
     /// The user left or was removed.
     Remove { user: String, conversation_id: u64 },
+    /// The user's read receipt moved: raise `last_read_seq` of an existing row and clear
+    /// its mark-unread flag. Like `Advance`, it never creates a row.
+    Read {
+        user: String,
+        conversation_id: u64,
+        read_seq: u64,
+    },
 }
 
 impl InboxOp {
     pub(crate) fn user(&self) -> &str {
         match self {
             InboxOp::Join { user, .. } | InboxOp::Advance { user, .. } => user,
-            InboxOp::Remove { user, .. } => user,
+            InboxOp::Remove { user, .. } | InboxOp::Read { user, .. } => user,
         }
     }
 }
@@ -82,6 +89,16 @@ impl From<InboxOp> for InboxUpdate {
                 last_seq: 0,
                 change: InboxChange::Remove,
             },
+            InboxOp::Read {
+                user,
+                conversation_id,
+                read_seq,
+            } => InboxUpdate {
+                user,
+                conversation_id,
+                last_seq: read_seq,
+                change: InboxChange::Read,
+            },
         }
     }
 }
@@ -108,6 +125,11 @@ impl From<InboxUpdate> for InboxOp {
             InboxChange::Remove => InboxOp::Remove {
                 user,
                 conversation_id,
+            },
+            InboxChange::Read => InboxOp::Read {
+                user,
+                conversation_id,
+                read_seq: last_seq,
             },
         }
     }
@@ -150,6 +172,7 @@ impl Batch<'_, '_> {
                     let mut row = self.inbox_row(key)?.unwrap_or_default();
                     row.last_seq = row.last_seq.max(*last_seq);
                     self.tables.inbox.insert(key, row.encode().as_slice())?;
+                    self.touch_inbox(key, None)?;
                 }
                 InboxOp::Advance {
                     user,
@@ -162,22 +185,44 @@ impl Batch<'_, '_> {
                     {
                         row.last_seq = *last_seq;
                         self.tables.inbox.insert(key, row.encode().as_slice())?;
+                        self.touch_inbox(key, None)?;
                     }
                 }
                 InboxOp::Remove {
                     user,
                     conversation_id,
                 } => {
-                    self.tables
-                        .inbox
-                        .remove((vshard, user.as_str(), *conversation_id))?;
+                    let key = (vshard, user.as_str(), *conversation_id);
+                    if self.tables.inbox.remove(key)?.is_some() {
+                        self.touch_inbox(key, Some(false))?;
+                    }
+                }
+                InboxOp::Read {
+                    user,
+                    conversation_id,
+                    read_seq,
+                } => {
+                    let key = (vshard, user.as_str(), *conversation_id);
+                    if let Some(mut row) = self.inbox_row(key)? {
+                        let moved = row.last_read_seq < *read_seq;
+                        if moved {
+                            row.last_read_seq = *read_seq;
+                            self.tables.inbox.insert(key, row.encode().as_slice())?;
+                        }
+                        // NOTE: reading clears the mark-unread flag even when the read seq
+                        // did not move, because the user looked at the conversation.
+                        let flagged = self.inbox_meta(key)?.marked_unread;
+                        if moved || flagged {
+                            self.touch_inbox(key, Some(false))?;
+                        }
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    fn inbox_row(&self, key: (u16, &str, u64)) -> StoreResult<Option<InboxRecord>> {
+    pub(crate) fn inbox_row(&self, key: (u16, &str, u64)) -> StoreResult<Option<InboxRecord>> {
         match self.tables.inbox.get(key)? {
             Some(bytes) => Ok(Some(InboxRecord::decode(bytes.value())?)),
             None => Ok(None),

@@ -216,6 +216,7 @@ impl Batch<'_, '_> {
             message,
             recipients,
             origin_device: String::new(),
+            receipt: None,
         });
         Ok(seq)
     }

@@ -16,10 +16,14 @@ use crate::batch::{OpOutcome, WriteOp, WriterContext};
 use crate::cluster::{ClusterView, OwnerPeers, ShardMap};
 use crate::fanout::{EDGE_QUEUE_CAPACITY, Fanout};
 use crate::inbox::{InboxOp, InboxRoutes, InboxTarget};
-use crate::tables::USER_CONVERSATIONS;
+use crate::last_seen::{LAST_SEEN, LastSeenOp};
 use crate::tables::{CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MESSAGES, Placement};
+use crate::tables::{INBOX_LOG, INBOX_META, RECEIPTS, USER_CONVERSATIONS};
 use crate::writer::{BatchSettings, Command, Job, Writer, WriterHandle};
 use crate::{layout, read, validate};
+
+#[path = "owner_sync.rs"]
+mod sync;
 
 /// Shortest idempotency window the owner accepts: clients may retry for a day.
 pub const MIN_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -212,6 +216,34 @@ impl Owner {
                 let list = self.list_conversations(user).await?;
                 Ok(OwnerReply::Conversations(list))
             }
+            OwnerRequest::LastSeen { user } => {
+                let (_, file) = self.placement.user(&user);
+                let db = Arc::clone(&self.databases[file]);
+                let placement = self.placement;
+                let row = run_blocking(move || {
+                    crate::last_seen::read_last_seen(&db, placement, &user).map(Ok)
+                })
+                .await??;
+                Ok(OwnerReply::LastSeen(row))
+            }
+            OwnerRequest::RecordLastSeen { user, at_ms } => {
+                self.write_last_seen(LastSeenOp::Record { user, at_ms })
+                    .await
+            }
+            OwnerRequest::PresenceSettings {
+                user,
+                hide_last_seen,
+            } => {
+                let op = LastSeenOp::Settings {
+                    user,
+                    hide_last_seen,
+                };
+                self.write_last_seen(op).await
+            }
+            request @ (OwnerRequest::Receipts { .. }
+            | OwnerRequest::InboxSync { .. }
+            | OwnerRequest::MarkUnread { .. }
+            | OwnerRequest::Gap { .. }) => self.call_sync(request).await,
             write => self.write(write).await,
         }
     }
@@ -299,6 +331,13 @@ impl Owner {
         Ok(outcome.reply)
     }
 
+    /// Commits a last seen change in the user's home file and returns the stored row.
+    async fn write_last_seen(&self, op: LastSeenOp) -> Result<OwnerReply, Rejection> {
+        validate::check_user("user", op.user())?;
+        let (_, file) = self.placement.user(op.user());
+        Ok(self.submit(file, WriteOp::LastSeen(op)).await?.reply)
+    }
+
     /// Writes inbox rows through other storage files' writers and other owners, and
     /// waits until they are durable.
     async fn write_remote_inbox(&self, routes: InboxRoutes) -> Result<(), Rejection> {
@@ -352,6 +391,16 @@ impl Owner {
     /// Rejects a request for a virtual shard this owner does not hold.
     fn check_holds(&self, request: &OwnerRequest) -> Result<(), Rejection> {
         let conversation_id = match request {
+            OwnerRequest::LastSeen { user }
+            | OwnerRequest::RecordLastSeen { user, .. }
+            | OwnerRequest::PresenceSettings { user, .. }
+            | OwnerRequest::InboxSync { user, .. }
+            | OwnerRequest::MarkUnread { user, .. } => {
+                let (vshard, _) = self.placement.user(user);
+                return self
+                    .shards
+                    .check_local(vshard, &format!("the home shard of user {user}"));
+            }
             OwnerRequest::ListConversations { user } => {
                 let (vshard, _) = self.placement.user(user);
                 return self
@@ -366,6 +415,13 @@ impl Owner {
             OwnerRequest::AddMembers { request, .. }
             | OwnerRequest::RemoveMembers { request, .. } => request.conversation_id,
             OwnerRequest::Leave { request, .. } => request.conversation_id,
+            OwnerRequest::Receipt {
+                conversation_id, ..
+            }
+            | OwnerRequest::Receipts {
+                conversation_id, ..
+            } => *conversation_id,
+            OwnerRequest::Gap { request, .. } => request.conversation_id,
         };
         let (vshard, _) = self.placement.conversation(conversation_id);
         self.shards
@@ -399,7 +455,23 @@ impl Owner {
                 validate::check_user("user", user)?;
                 Ok(request.conversation_id)
             }
-            OwnerRequest::History { .. } | OwnerRequest::ListConversations { .. } => {
+            OwnerRequest::Receipt {
+                user,
+                conversation_id,
+                ..
+            } => {
+                validate::check_user("user", user)?;
+                Ok(*conversation_id)
+            }
+            OwnerRequest::History { .. }
+            | OwnerRequest::ListConversations { .. }
+            | OwnerRequest::LastSeen { .. }
+            | OwnerRequest::RecordLastSeen { .. }
+            | OwnerRequest::PresenceSettings { .. }
+            | OwnerRequest::Receipts { .. }
+            | OwnerRequest::InboxSync { .. }
+            | OwnerRequest::MarkUnread { .. }
+            | OwnerRequest::Gap { .. } => {
                 Err(Rejection::internal("read request routed to the write path"))
             }
         }
@@ -486,6 +558,10 @@ fn open_database(config: &OwnerConfig, index: usize) -> Result<Database, OpenErr
         open(txn.open_table(IDEMPOTENCY_EXPIRY).map(drop)).map_err(database_error)?;
         open(txn.open_table(CONVERSATIONS).map(drop)).map_err(database_error)?;
         open(txn.open_table(USER_CONVERSATIONS).map(drop)).map_err(database_error)?;
+        open(txn.open_table(RECEIPTS).map(drop)).map_err(database_error)?;
+        open(txn.open_table(INBOX_LOG).map(drop)).map_err(database_error)?;
+        open(txn.open_table(INBOX_META).map(drop)).map_err(database_error)?;
+        open(txn.open_table(LAST_SEEN).map(drop)).map_err(database_error)?;
     }
     txn.commit().map_err(|error| database_error(error.into()))?;
     Ok(db)

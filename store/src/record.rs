@@ -11,6 +11,10 @@ use tidings_schema::frame::{
 /// Format version written at the start of every record.
 const VERSION: u8 = 1;
 
+#[path = "receipt_record.rs"]
+mod receipt_record;
+pub(crate) use receipt_record::{InboxMeta, ReceiptRecord};
+
 /// Error from decoding a stored record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

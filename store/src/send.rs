@@ -73,10 +73,12 @@ impl Batch<'_, '_> {
         self.insert_idempotency(key, &stored)?;
 
         self.advanced.insert(conversation_id, message.seq);
+        self.note_sender_read(conversation_id, &request.sender, message.seq)?;
         self.deliveries.push(Delivery {
             message,
             recipients: record.member_ids(),
             origin_device: request.device_id.clone(),
+            receipt: None,
         });
         self.put_conversation(conversation_id, record);
         Ok(Ok(OpOutcome {

@@ -27,6 +27,21 @@ pub(crate) const CONVERSATIONS: TableDefinition<'static, (u16, u64), &[u8]> =
 pub(crate) const USER_CONVERSATIONS: TableDefinition<'static, (u16, &str, u64), &[u8]> =
     TableDefinition::new("user_conversations");
 
+/// `(vshard, conversation_id, user_id)` → encoded [`crate::record::ReceiptRecord`].
+pub(crate) const RECEIPTS: TableDefinition<'static, (u16, u64, &str), &[u8]> =
+    TableDefinition::new("receipts");
+
+/// `(user home vshard, user_id, inbox cursor)` → conversation id: each inbox row's latest
+/// change, in change order, so a sync reads only what moved after a cursor.
+pub(crate) const INBOX_LOG: TableDefinition<'static, (u16, &str, u64), u64> =
+    TableDefinition::new("inbox_log");
+
+/// `(user home vshard, user_id, conversation_id)` → encoded [`crate::record::InboxMeta`]:
+/// the cursor of the row's latest change and its mark-unread flag. It outlives a removed
+/// inbox row, so a sync can report the removal.
+pub(crate) const INBOX_META: TableDefinition<'static, (u16, &str, u64), &[u8]> =
+    TableDefinition::new("inbox_meta");
+
 /// Placement of virtual shards on the storage files of one owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Placement {

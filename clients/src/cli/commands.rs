@@ -27,7 +27,15 @@ pub(crate) async fn execute(config: ClientConfig, command: Command) -> Result<()
             conversation,
             count,
             timeout,
+            resume: _,
         } => listen(&client, conversation, count, timeout).await,
+        Command::Read { conversation, seq } => {
+            super::receipts::read(&client, conversation, seq).await
+        }
+        Command::Receipts { conversation } => {
+            super::receipts::receipts(&client, conversation).await
+        }
+        Command::Unread { conversation } => super::receipts::unread(&client, conversation).await,
         Command::History {
             conversation,
             before,
@@ -37,6 +45,10 @@ pub(crate) async fn execute(config: ClientConfig, command: Command) -> Result<()
         } => history(&client, conversation, before.unwrap_or(0), limit, all, json).await,
         Command::Conversations { json } => conversations(&client, json).await,
         Command::Group(group) => group_command(&client, group).await,
+        Command::Presence(command) => super::presence::presence(&client, command).await,
+        Command::Settings { hide_last_seen } => {
+            super::presence::settings(&client, hide_last_seen).await
+        }
     };
     client.close().await;
     result
@@ -154,6 +166,7 @@ async fn listen(
     let mut deliveries = client.deliveries().ok_or_else(|| {
         CommandError::Failed("the delivery receiver was already taken".to_owned())
     })?;
+    let _heartbeats = super::presence::keep_present(client);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut printed = 0u64;
     // Scripts wait for this line before sending, so no delivery is missed.

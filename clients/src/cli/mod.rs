@@ -6,6 +6,8 @@
 
 mod commands;
 mod output;
+mod presence;
+mod receipts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +20,7 @@ use crate::config::{ClientConfig, DEFAULT_SERVER, Transport};
 use crate::error::{ClientError, ConnectError};
 
 pub use output::{ack_json, conversation_json, message_json, message_line};
+pub use presence::{PresenceCommand, presence_json};
 
 /// Exit code of a run that failed after its arguments were accepted.
 const EXIT_FAILURE: u8 = 1;
@@ -81,6 +84,29 @@ pub enum Command {
         /// Stop after this long, for example 20s or 2m.
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Continue from this device's saved cursors (in <data-dir>/cursors/): print every
+        /// message since, then live ones, and save the cursors as messages print. Without
+        /// a saved file every message the user can see is printed.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Mark every message up to a seq as read; prints the stored receipt as JSON.
+    Read {
+        #[arg(long)]
+        conversation: u64,
+        /// Seq of the newest message read; the server clamps it to the last seq.
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Print every member's delivered and read seq as JSON.
+    Receipts {
+        #[arg(long)]
+        conversation: u64,
+    },
+    /// Print a conversation's unread count, read seq and mark-unread flag as JSON.
+    Unread {
+        #[arg(long)]
+        conversation: u64,
     },
     /// Print a conversation's history, newest first.
     History {
@@ -108,6 +134,15 @@ pub enum Command {
     /// Create and manage groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Watch other users' presence.
+    #[command(subcommand)]
+    Presence(PresenceCommand),
+    /// Change your settings.
+    Settings {
+        /// Whether other users stop receiving your last seen time: true or false.
+        #[arg(long, action = clap::ArgAction::Set)]
+        hide_last_seen: bool,
+    },
 }
 
 /// The conversation a command talks in: a direct chat with a user, or a conversation id.
@@ -219,7 +254,23 @@ pub async fn run(args: ClientArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match commands::execute(config, args.command).await {
+    let result = match args.command {
+        Command::Listen {
+            conversation,
+            count,
+            timeout,
+            resume: true,
+        } => {
+            let options = receipts::ResumeListen {
+                conversation,
+                count,
+                timeout,
+            };
+            receipts::listen_resume(config, &args.data_dir, options).await
+        }
+        command => commands::execute(config, command).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // A server rejection prints as `CODE_NAME (number): message`.

@@ -58,10 +58,12 @@ fn listen_parses_humantime_timeout() {
         conversation,
         count,
         timeout,
+        resume,
     } = args.command
     else {
         panic!("expected listen");
     };
+    assert!(!resume);
     assert_eq!(conversation, None);
     assert_eq!(count, Some(3));
     assert_eq!(timeout, Duration::from_secs(90));
@@ -234,5 +236,37 @@ fn message_line_shows_utc_clock_seq_and_sender() {
     assert_eq!(
         message_line(&sample_message()),
         "[01:02:03] #42 alice: hello \"world\""
+    );
+}
+
+#[test]
+fn receipt_commands_parse() {
+    let args = parse(&[
+        "read",
+        "--conversation",
+        "18446744073709551615",
+        "--seq",
+        "7",
+    ])
+    .unwrap();
+    assert!(matches!(
+        args.command,
+        Command::Read {
+            conversation: u64::MAX,
+            seq: 7
+        }
+    ));
+    let args = parse(&["receipts", "--conversation", "5"]).unwrap();
+    assert!(matches!(
+        args.command,
+        Command::Receipts { conversation: 5 }
+    ));
+    let args = parse(&["unread", "--conversation", "5"]).unwrap();
+    assert!(matches!(args.command, Command::Unread { conversation: 5 }));
+    let args = parse(&["listen", "--resume"]).unwrap();
+    assert!(matches!(args.command, Command::Listen { resume: true, .. }));
+    assert!(
+        parse(&["read", "--conversation", "5"]).is_err(),
+        "--seq is required"
     );
 }
