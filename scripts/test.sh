@@ -49,4 +49,4 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
