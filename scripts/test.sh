@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suite builds once, so incremental caches would only cost disk (several GB), and
+# line tables keep backtraces readable at a fraction of full debug info.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+export CARGO_PROFILE_TEST_DEBUG=line-tables-only
+
 log() { printf '\n==> %s\n' "$*"; }
 
 as_root() {

@@ -26,6 +26,10 @@ pub struct NodeArgs {
     /// same port number over TCP]; port 0 picks a free port.
     #[arg(long)]
     http_listen: Option<std::net::SocketAddr>,
+    /// Edges only: seconds a draining edge (on SIGTERM or Ctrl-C) waits for its clients
+    /// to leave after their `Close` frame before it closes what is left.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout_secs: u64,
 }
 
 fn load_node(args: &NodeArgs, role: Role) -> Result<(ClusterFile, NodeConfig)> {
@@ -121,6 +125,7 @@ pub async fn run_edge(args: NodeArgs) -> Result<()> {
             .filter_map(|e| e.quic)
             .map(|a| a.to_string())
             .collect(),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
         ..EdgeConfig::default()
     };
     let edge = Edge::start(config, verifier, Router::with_placement(owners))

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use tidings_clients::{Client, ClientConfig, Message};
+use tidings_clients::{Client, ClientConfig, Message, PresenceEvent, PresenceState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -205,6 +205,7 @@ async fn three_owners_two_edges() -> Result<()> {
     direct_chat_crosses_edges(&cluster).await?;
     one_edge_chat_skips_other_edge(&cluster).await?;
     large_group_fans_out_once_per_edge(&cluster).await?;
+    presence_crosses_edges(&cluster).await?;
     Ok(())
 }
 
@@ -358,6 +359,64 @@ async fn large_group_fans_out_once_per_edge(cluster: &LocalCluster) -> Result<()
         );
     }
     Ok(())
+}
+
+/// Checks that a watcher on edge 2 receives the presence of a user on edge 1, through the
+/// owner of the user's home shard: online after a heartbeat, offline after disconnecting.
+async fn presence_crosses_edges(cluster: &LocalCluster) -> Result<()> {
+    let erin = cluster.connect("erin", 0).await?;
+    let frank = cluster.connect("frank", 1).await?;
+    // Users may watch only people they share a conversation with.
+    erin.send_direct("frank", "hello").await?;
+    let mut events = frank
+        .presence_events()
+        .context("frank's presence events were taken")?;
+    let initial = frank
+        .watch_presence(vec!["erin".to_owned()], Vec::new())
+        .await?;
+    ensure!(
+        initial.len() == 1 && initial[0].user == "erin",
+        "unexpected subscription reply {initial:?}"
+    );
+    // A device counts only from its first heartbeat, so the online state below can reach
+    // frank only through the mesh.
+    ensure!(
+        initial[0].state == PresenceState::Offline,
+        "erin is present before any heartbeat: {initial:?}"
+    );
+
+    let heartbeats = erin.keep_present(Duration::from_secs(1));
+    wait_for_presence(&mut events, "erin", PresenceState::Online).await?;
+
+    heartbeats.abort();
+    erin.close().await;
+    wait_for_presence(&mut events, "erin", PresenceState::Offline).await?;
+    Ok(())
+}
+
+/// Waits until a presence update reports `user` in `state`.
+async fn wait_for_presence(
+    events: &mut mpsc::Receiver<PresenceEvent>,
+    user: &str,
+    state: PresenceState,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await;
+        let update = match event {
+            Ok(Some(PresenceEvent::Update(update))) => update,
+            Ok(Some(PresenceEvent::Typing(_))) => continue,
+            Ok(None) => bail!("presence events ended before {user} became {state:?}"),
+            Err(_) => bail!("{user} did not become {state:?} within {WAIT:?}"),
+        };
+        let reached = update
+            .entries
+            .iter()
+            .any(|entry| entry.user == user && entry.state == state);
+        if reached {
+            return Ok(());
+        }
+    }
 }
 
 /// Restarting a cluster with another owner set is refused, naming the virtual shards

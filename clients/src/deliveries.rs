@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tidings_schema::Frame;
 use tidings_schema::codec::{encode_framed, read_frame};
@@ -19,6 +20,12 @@ use tracing::{debug, trace, warn};
 use crate::presence::PresenceInbox;
 use crate::receipts::{ReceiptBook, ReceiptEvent};
 use crate::session::Session;
+
+/// Gap fills tried for one delivery, and the waits between them: about 6 s in all,
+/// enough for an owner process to restart on the same machine.
+const GAP_FILL_ATTEMPTS: u32 = 6;
+const GAP_FILL_FIRST_RETRY: Duration = Duration::from_millis(250);
+const GAP_FILL_MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// Receipt events queued for the application before new ones are dropped.
 const RECEIPT_EVENT_BUFFER: usize = 1024;
@@ -155,17 +162,40 @@ impl DeliverySink {
     }
 
     /// Passes `message` to the application when it is new, after any messages between
-    /// the sync base and it.
+    /// the sync base and it. A failed gap fill is retried a few times, because it fails
+    /// while the conversation's owner restarts.
     pub async fn deliver(&self, session: &Session, message: Message) {
         let _gate = self.gate.lock().await;
-        let base = self.sync_base(message.conversation_id);
-        if base > 0 && message.seq > base + 1 {
-            let filled = self
-                .fill_after(session, message.conversation_id, base, Some(message.seq))
-                .await;
-            if let Err(error) = filled {
-                warn!(conversation_id = message.conversation_id, %error, "gap fill failed");
+        let conversation_id = message.conversation_id;
+        let mut delay = GAP_FILL_FIRST_RETRY;
+        for attempt in 1..=GAP_FILL_ATTEMPTS {
+            let base = self.sync_base(conversation_id);
+            if base == 0 || message.seq <= base + 1 {
+                break;
             }
+            let Err(error) = self
+                .fill_after(session, conversation_id, base, Some(message.seq))
+                .await
+            else {
+                break;
+            };
+            if attempt == GAP_FILL_ATTEMPTS || !session.is_open() {
+                // NOTE: passing the message on would move the cursor past the gap for
+                // good. Held back, it is fetched by the next delivery's gap fill or by the
+                // sync after a reconnect, so a conversation that goes quiet shows it only
+                // then.
+                warn!(
+                    conversation_id,
+                    seq = message.seq,
+                    attempt,
+                    %error,
+                    "gap fill failed; the delivery waits for a later fill"
+                );
+                return;
+            }
+            debug!(conversation_id, attempt, %error, "gap fill failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(GAP_FILL_MAX_RETRY);
         }
         self.pass_on(message).await;
     }

@@ -75,6 +75,8 @@ pub struct EdgeConfig {
     pub cert_rotation: RotationSchedule,
     /// Heartbeat expiry, debounce, snapshot and typing timing.
     pub presence: PresenceConfig,
+    /// Maximum wait in shutdown for clients to leave after their `Close` frame.
+    pub drain_timeout: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -98,6 +100,7 @@ impl Default for EdgeConfig {
             allowed_origins: Vec::new(),
             cert_rotation: RotationSchedule::default(),
             presence: PresenceConfig::default(),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

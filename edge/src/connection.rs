@@ -198,7 +198,7 @@ async fn end_streams(
         debug!("connection closed");
         return;
     }
-    let Some((code, frame)) = close_frame(&end) else {
+    let Some((code, frame)) = close_frame(session, &end) else {
         // A violation: the Error frame is queued, and no Close frame follows it.
         sink.finish().await;
         connection.linger().await;

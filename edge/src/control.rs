@@ -213,6 +213,15 @@ fn route<'a>(session: &'a Session, request: &OwnerRequest) -> &'a OwnerHandle {
         OwnerRequest::LastSeen { user }
         | OwnerRequest::RecordLastSeen { user, .. }
         | OwnerRequest::PresenceSettings { user, .. } => router.for_user(user),
+        // NOTE: only the presence hub sends reports, grouped by home owner. No client
+        // request maps to one, so routing by the first user is only a fallback.
+        OwnerRequest::PresenceReport(report) => {
+            let first = report
+                .entries
+                .first()
+                .map_or("", |entry| entry.user.as_str());
+            router.for_user(first)
+        }
     }
 }
 
@@ -246,6 +255,11 @@ fn reply_frame(request_id: u64, reply: OwnerReply) -> Frame {
         OwnerReply::LastSeen(_) => {
             let rejection =
                 Rejection::internal("the owner answered a control request with a last seen row");
+            Frame::Error(request_error(request_id, &rejection))
+        }
+        OwnerReply::Accepted => {
+            let rejection =
+                Rejection::internal("the owner answered a control request with no data");
             Frame::Error(request_error(request_id, &rejection))
         }
     }

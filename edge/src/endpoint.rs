@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use axum::serve::ListenerExt;
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, Incoming, TransportConfig, VarInt};
 use tidings_relay::Router;
@@ -32,7 +33,7 @@ use crate::stamp::Stamper;
 use crate::streams::NativeConnection;
 use crate::tls::{ALPN_H3, ALPN_TIDINGS, TlsError};
 
-/// Maximum wait in `shutdown` for sessions to send their `Close` frames.
+/// Maximum wait in `shutdown` for the endpoint to go idle and for each task to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Highest Snowflake node id.
@@ -84,6 +85,8 @@ pub struct EdgeShared {
     pub origins: OriginPolicy,
     pub shutdown: CancellationToken,
     pub presence: Arc<PresenceHub>,
+    /// Client addresses of the cluster's other edges, where a drain sends clients.
+    pub other_edges: Vec<String>,
     connections: TaskTracker,
     next_conn_id: AtomicU64,
 }
@@ -150,9 +153,12 @@ impl Edge {
         };
         let origins = OriginPolicy::new(&config.allowed_origins, http_addr);
 
-        let (presence, presence_work) = PresenceHub::new(config.presence, router.clone());
+        let (presence, presence_work) =
+            PresenceHub::new(config.presence, router.clone(), config.edge_id.clone());
+        let other_edges = other_edges(&config.public_edges, &local_addrs(&endpoints));
         let shared = Arc::new(EdgeShared {
             presence,
+            other_edges,
             stamper: Stamper::new(config.node_id),
             registry: Arc::new(SessionRegistry::default()),
             metrics: Arc::new(EdgeMetrics::default()),
@@ -194,7 +200,14 @@ impl Edge {
                             })?;
                     tokio::spawn(serve_http(listener, edge))
                 }
-                None => tokio::spawn(serve_http(listener, edge)),
+                // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's
+                // algorithm holds a frame back until the previous one is acknowledged.
+                None => {
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    tokio::spawn(serve_http(listener, edge))
+                }
             };
             tasks.push(task);
         }
@@ -237,6 +250,7 @@ fn spawn_dispatchers(shared: &Arc<EdgeShared>) {
             owner.clone(),
             shared.config.edge_id.clone(),
             Arc::clone(&shared.registry),
+            Arc::clone(&shared.presence),
             Arc::clone(&shared.metrics),
             shared.shutdown.clone(),
         );
@@ -257,6 +271,23 @@ fn announce_bound_address(edges: &mut Vec<String>, listen: SocketAddr, bound: So
     if edges.is_empty() {
         edges.push(bound.to_string());
     }
+}
+
+/// Returns the edges of `public_edges` other than this one, which listens on `own`.
+fn other_edges(public_edges: &[String], own: &[SocketAddr]) -> Vec<String> {
+    let own: Vec<String> = own.iter().map(SocketAddr::to_string).collect();
+    public_edges
+        .iter()
+        .filter(|edge| !own.contains(edge))
+        .cloned()
+        .collect()
+}
+
+fn local_addrs(endpoints: &[Endpoint]) -> Vec<SocketAddr> {
+    let addrs = endpoints
+        .iter()
+        .filter_map(|endpoint| endpoint.local_addr().ok());
+    addrs.collect()
 }
 
 fn validate(config: &EdgeConfig) -> Result<(), StartError> {
@@ -345,12 +376,23 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<EdgeShared>) {
             _ = shared.shutdown.cancelled() => break,
             incoming = endpoint.accept() => incoming,
         };
-        let Some(incoming) = incoming else { break };
+        let Some(incoming) = incoming else { return };
         let conn_id = shared.next_connection_id();
         let peer = incoming.remote_address();
         let span = debug_span!("conn", conn_id, %peer, alpn = field::Empty, user = field::Empty);
         let task = serve_incoming(incoming, Arc::clone(&shared), conn_id);
         shared.connections.spawn(task.instrument(span));
+    }
+    refuse_while_draining(endpoint).await;
+}
+
+/// Rejects every new connection until the endpoint closes, so that a client that tries
+/// a draining edge moves on to the next edge at once instead of waiting for its
+/// handshake to time out.
+async fn refuse_while_draining(endpoint: Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        debug!(peer = %incoming.remote_address(), "rejected a connection while draining");
+        incoming.refuse();
     }
 }
 
@@ -434,11 +476,7 @@ impl EdgeHandle {
     /// Returns every UDP address the edge listens on: the configured one and, when that
     /// is `127.0.0.1`, the same port on `::1` if it could be bound.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let addrs = self
-            .endpoints
-            .iter()
-            .filter_map(|endpoint| endpoint.local_addr().ok());
-        addrs.collect()
+        local_addrs(&self.endpoints)
     }
 
     /// Returns the TCP address of the HTTP port, when one is configured.
@@ -482,16 +520,41 @@ impl EdgeHandle {
         sessions.len()
     }
 
-    /// Stops accepting, sends every session a `Close` frame, closes their connections with
-    /// `ServerShutdown` and waits (up to a few seconds) for the endpoint to go idle.
-    pub async fn shutdown(mut self) {
-        info!(local_addr = %self.local_addr, "edge shutting down");
+    /// Drains the edge: rejects new connections, sends every session a `Close` frame with
+    /// a retry hint and a redirect to another edge, waits until every connection is gone
+    /// or `drain_timeout` has passed, then closes the endpoint with `ServerShutdown` and
+    /// waits (up to a few seconds) for it to go idle.
+    pub async fn shutdown(self) {
+        let deadline = self.shared.config.drain_timeout;
+        self.drain(deadline).await;
+    }
+
+    /// Drains the edge like [`EdgeHandle::shutdown`], waiting at most `deadline` for
+    /// sessions to end.
+    pub async fn drain(mut self, deadline: Duration) {
+        let sessions = self.shared.registry.len();
+        info!(
+            local_addr = %self.local_addr,
+            sessions,
+            redirects = ?self.shared.other_edges,
+            deadline_ms = deadline.as_millis() as u64,
+            "edge draining"
+        );
+        let started = tokio::time::Instant::now();
         self.shared.shutdown.cancel();
-        for task in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
-        }
         self.shared.connections.close();
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.shared.connections.wait()).await;
+        let drained = tokio::time::timeout(deadline, self.shared.connections.wait()).await;
+        match drained {
+            Ok(()) => info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "edge drained"
+            ),
+            Err(_) => warn!(
+                left = self.shared.connections.len(),
+                deadline_ms = deadline.as_millis() as u64,
+                "drain deadline passed; closing the remaining connections"
+            ),
+        }
         for endpoint in &self.endpoints {
             endpoint.close(
                 VarInt::from_u32(CloseCode::ServerShutdown.as_u32()),
@@ -500,6 +563,10 @@ impl EdgeHandle {
         }
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+        }
+        // The QUIC accept loops end with their endpoints; the HTTP servers with the token.
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
         }
     }
 }
@@ -537,5 +604,23 @@ mod tests {
         let mut kept = vec!["127.0.0.1:4433".to_owned()];
         announce_bound_address(&mut kept, fixed, fixed);
         assert_eq!(kept, ["127.0.0.1:4433"]);
+    }
+
+    #[test]
+    fn other_edges_leave_out_own_addresses() {
+        let public = vec![
+            "127.0.0.1:4001".to_owned(),
+            "127.0.0.1:4002".to_owned(),
+            "127.0.0.1:4003".to_owned(),
+        ];
+        let own: Vec<SocketAddr> = vec![
+            "127.0.0.1:4002".parse().unwrap(),
+            "[::1]:4002".parse().unwrap(),
+        ];
+        assert_eq!(
+            other_edges(&public, &own),
+            ["127.0.0.1:4001", "127.0.0.1:4003"]
+        );
+        assert!(other_edges(&public[1..2], &own).is_empty());
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{trace, warn};
 
 use crate::metrics::EdgeMetrics;
+use crate::presence_hub::PresenceHub;
 use crate::registry::{EncodedDelivery, SessionRegistry, UserChange};
 use crate::writer;
 
@@ -42,6 +43,7 @@ pub async fn run_dispatcher(
     owner: OwnerHandle,
     edge_id: String,
     registry: Arc<SessionRegistry>,
+    presence: Arc<PresenceHub>,
     metrics: Arc<EdgeMetrics>,
     shutdown: CancellationToken,
 ) {
@@ -78,6 +80,11 @@ pub async fn run_dispatcher(
             deliveries = owner.attach_edge(&edge_id);
             continue;
         };
+        // Presence pushes count in no delivery metric, so that metric stays one per message.
+        if !delivery.presence.is_empty() || delivery.presence_snapshot {
+            presence.apply_remote(owner_index, &delivery.presence, delivery.presence_snapshot);
+            continue;
+        }
         if delivery.receipt.is_some() {
             EdgeMetrics::inc(&metrics.owner_receipt_pushes);
         } else {

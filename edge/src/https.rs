@@ -95,6 +95,9 @@ async fn accept_tls(
                 continue;
             }
         };
+        // Chat frames are small and latency-bound: without this, Nagle's algorithm holds a
+        // frame back until the previous one is acknowledged.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let ready = ready.clone();
         tokio::spawn(async move {

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod origin;
 pub mod presence;
 pub mod presence_hub;
+mod presence_mesh;
 mod presence_session;
 pub mod rate;
 mod receipts;

@@ -9,7 +9,9 @@
 //! Rules, with the defaults of [`PresenceConfig`]:
 //! - a device is present from its first heartbeat until `offline_after` passes without
 //!   another one, a heartbeat with state offline arrives, or its session closes;
-//! - a user's state is the most present state of their devices (online > away > offline);
+//! - a user's state is the most present state of their devices (online > away > offline)
+//!   and of their presence on other edges of the cluster, which the home shard's owner
+//!   pushes here (see [`PresenceTracker::set_remote`]);
 //! - a watcher gets a change of a watched user at once, unless it got one for that user
 //!   less than `debounce` ago; then the newest state goes out when the window ends, and
 //!   nothing goes out if the state returned to what the watcher last got;
@@ -78,6 +80,9 @@ pub struct Transition {
 }
 
 /// The result of one call: entries to send, and state changes to record.
+///
+/// `transitions` are changes of the state of the user's devices on this edge alone. The
+/// edge reports them to the user's home shard, so remote presence never appears there.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Output {
     pub notices: Vec<Notice>,
@@ -98,6 +103,11 @@ struct Device {
 #[derive(Default)]
 struct UserPresence {
     devices: HashMap<SessionId, Device>,
+    /// The most present state of the devices on this edge.
+    local_state: PresenceState,
+    /// The user's presence on the other edges, as the home shard's owner last pushed it.
+    remote_state: PresenceState,
+    /// The state watchers receive: the more present of `local_state` and `remote_state`.
     state: PresenceState,
     /// Wall-clock time of the last activity seen here: a heartbeat with state online or a
     /// sent message.
@@ -106,7 +116,7 @@ struct UserPresence {
 }
 
 impl UserPresence {
-    fn aggregate(&self) -> PresenceState {
+    fn local_aggregate(&self) -> PresenceState {
         let states = self.devices.values().map(|device| device.state);
         states.max().unwrap_or(PresenceState::Offline)
     }
@@ -197,7 +207,23 @@ impl PresenceTracker {
             return false;
         };
         presence.last_seen_ms = presence.last_seen_ms.max(wall_ms);
-        presence.state != PresenceState::Offline
+        presence.local_state != PresenceState::Offline
+    }
+
+    /// Records the user's presence on the other edges of the cluster, as pushed by the
+    /// owner of their home shard. Watchers here get the change with the usual debounce.
+    ///
+    /// NOTE: the state is kept for every user the owner reports, watched here or not, so
+    /// a later subscription returns it at once. That is one small entry per user present
+    /// elsewhere in the cluster.
+    pub fn set_remote(&mut self, entry: &PresenceEntry, now: Instant) -> Output {
+        let presence = self.users.entry(entry.user.clone()).or_default();
+        presence.remote_state = entry.state;
+        presence.last_seen_ms = presence.last_seen_ms.max(entry.last_seen_ms);
+        let mut changes = Changes::default();
+        self.recompute(&entry.user, now, &mut changes);
+        self.forget_if_unused(&entry.user);
+        changes.into_output()
     }
 
     /// Removes a session that closed: its device stops counting and its subscription ends.
@@ -283,15 +309,25 @@ impl PresenceTracker {
         }
     }
 
-    /// Returns the users with at least one present device and their last activity.
-    pub fn present_users(&self) -> Vec<(String, u64)> {
+    /// Returns the users with at least one present device on this edge, with their state
+    /// and last activity.
+    pub fn present_users(&self) -> Vec<(String, PresenceState, u64)> {
         let present = self
             .users
             .iter()
-            .filter(|(_, presence)| presence.state != PresenceState::Offline);
+            .filter(|(_, presence)| presence.local_state != PresenceState::Offline);
         present
-            .map(|(user, presence)| (user.clone(), presence.last_seen_ms))
+            .map(|(user, presence)| (user.clone(), presence.local_state, presence.last_seen_ms))
             .collect()
+    }
+
+    /// Returns the users that the owners report present on other edges.
+    pub fn remote_users(&self) -> Vec<String> {
+        let remote = self
+            .users
+            .iter()
+            .filter(|(_, presence)| presence.remote_state != PresenceState::Offline);
+        remote.map(|(user, _)| user.clone()).collect()
     }
 
     /// Returns the number of devices with a heartbeat that has not expired.
@@ -395,17 +431,21 @@ impl PresenceTracker {
         let Some(presence) = self.users.get_mut(user) else {
             return;
         };
-        let state = presence.aggregate();
+        let local_state = presence.local_aggregate();
+        if local_state != presence.local_state {
+            presence.local_state = local_state;
+            changes.transitions.push(Transition {
+                user: user.to_owned(),
+                state: local_state,
+                last_seen_ms: presence.last_seen_ms,
+            });
+        }
+        let state = local_state.max(presence.remote_state);
         if state == presence.state {
             return;
         }
         presence.state = state;
         let entry = presence.entry(user);
-        changes.transitions.push(Transition {
-            user: user.to_owned(),
-            state,
-            last_seen_ms: presence.last_seen_ms,
-        });
 
         let watchers: Vec<SessionId> = presence.watchers.iter().copied().collect();
         let debounce = self.config.debounce;
@@ -435,10 +475,11 @@ impl PresenceTracker {
     /// Drops the user's row once nothing refers to it. Last seen survives in the user's
     /// home shard, where transitions are recorded.
     fn forget_if_unused(&mut self, user: &str) {
-        let unused = self
-            .users
-            .get(user)
-            .is_some_and(|presence| presence.devices.is_empty() && presence.watchers.is_empty());
+        let unused = self.users.get(user).is_some_and(|presence| {
+            presence.devices.is_empty()
+                && presence.watchers.is_empty()
+                && presence.remote_state == PresenceState::Offline
+        });
         if unused {
             self.users.remove(user);
         }

@@ -8,6 +8,9 @@
 //! edge records them when a user's state changes and every `persist_interval` while a user
 //! is present.
 //!
+//! In a cluster the hub also reports its users' presence to their home shards' owners and
+//! takes in the presence of users on other edges, as `presence_mesh` describes.
+//!
 //! Presence state is in memory only, so after a restart it is rebuilt from the heartbeats
 //! of the sessions that reconnect.
 
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::presence::{Notice, Output, PresenceConfig, PresenceTracker, SessionId};
+use crate::presence_mesh::run_reports;
 use crate::stamp::now_ms;
 use crate::typing::{TypingNotice, TypingTracker};
 use crate::writer::FrameSink;
@@ -134,17 +138,30 @@ pub struct PresenceHub {
     state: Mutex<HubState>,
     work: mpsc::UnboundedSender<Work>,
     router: Router,
+    /// This edge's id in presence reports to owners.
+    edge_id: String,
+    /// Changes of this edge's users, for the owners of their home shards.
+    reports: mpsc::UnboundedSender<PresenceEntry>,
     contacts: Cache<String, Arc<Contacts>>,
     last_seen: Cache<String, LastSeenRow>,
     pub counters: PresenceCounters,
 }
 
-/// The receiving end of the hub's work queue, for [`run_presence`].
-pub struct PresenceWork(mpsc::UnboundedReceiver<Work>);
+/// The receiving ends of the hub's work and report queues, for [`run_presence`].
+pub struct PresenceWork {
+    queue: mpsc::UnboundedReceiver<Work>,
+    reports: mpsc::UnboundedReceiver<PresenceEntry>,
+}
 
 impl PresenceHub {
-    pub fn new(config: PresenceConfig, router: Router) -> (Arc<PresenceHub>, PresenceWork) {
+    /// Creates the hub of the edge `edge_id`, which reaches owners through `router`.
+    pub fn new(
+        config: PresenceConfig,
+        router: Router,
+        edge_id: String,
+    ) -> (Arc<PresenceHub>, PresenceWork) {
         let (work, queue) = mpsc::unbounded_channel();
+        let (reports, report_queue) = mpsc::unbounded_channel();
         let state = HubState {
             tracker: PresenceTracker::new(config),
             typing: TypingTracker::new(config.typing_expiry),
@@ -155,15 +172,73 @@ impl PresenceHub {
             state: Mutex::new(state),
             work,
             router,
+            edge_id,
+            reports,
             contacts: cache(CONTACTS_TTL),
             last_seen: cache(LAST_SEEN_TTL),
             counters: PresenceCounters::default(),
         };
-        (Arc::new(hub), PresenceWork(queue))
+        let work = PresenceWork {
+            queue,
+            reports: report_queue,
+        };
+        (Arc::new(hub), work)
     }
 
     pub fn config(&self) -> &PresenceConfig {
         &self.config
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub(crate) fn edge_id(&self) -> &str {
+        &self.edge_id
+    }
+
+    /// Returns the users with a present device on this edge, for a report renewal.
+    pub(crate) fn local_presence(&self) -> Vec<PresenceEntry> {
+        let present = self.lock().tracker.present_users();
+        let entries = present
+            .into_iter()
+            .map(|(user, state, last_seen_ms)| PresenceEntry {
+                user,
+                state,
+                last_seen_ms,
+            });
+        entries.collect()
+    }
+
+    /// Takes in the presence of users on other edges, pushed by the owner at
+    /// `owner_index` of the router. With `snapshot`, every user of that owner's home shards
+    /// missing from `entries` is offline elsewhere.
+    pub fn apply_remote(&self, owner_index: usize, entries: &[PresenceEntry], snapshot: bool) {
+        let now = Instant::now().into_std();
+        let mut outputs = Vec::with_capacity(entries.len());
+        {
+            let mut state = self.lock();
+            if snapshot {
+                let listed: HashSet<&str> =
+                    entries.iter().map(|entry| entry.user.as_str()).collect();
+                for user in state.tracker.remote_users() {
+                    let from_owner = self.router.owner_index_for_user(&user) == owner_index;
+                    if from_owner && !listed.contains(user.as_str()) {
+                        let offline = PresenceEntry {
+                            user,
+                            ..PresenceEntry::default()
+                        };
+                        outputs.push(state.tracker.set_remote(&offline, now));
+                    }
+                }
+            }
+            for entry in entries {
+                outputs.push(state.tracker.set_remote(entry, now));
+            }
+        }
+        for output in outputs {
+            self.queue(Work::Output(output));
+        }
     }
 
     /// Registers a session's sink. Its device counts as present from its first heartbeat.
@@ -412,6 +487,13 @@ impl PresenceHub {
 
     async fn deliver(self: &Arc<Self>, output: Output) {
         for transition in output.transitions {
+            let report = PresenceEntry {
+                user: transition.user.clone(),
+                state: transition.state,
+                last_seen_ms: transition.last_seen_ms,
+            };
+            // NOTE: fails only after the reporter stopped at shutdown.
+            let _ = self.reports.send(report);
             self.record_last_seen(transition.user, transition.last_seen_ms);
         }
         for notice in output.notices {
@@ -478,7 +560,8 @@ impl PresenceHub {
 /// Runs the hub's dispatcher until `shutdown`: sends queued changes in order, and every
 /// tick runs expiry, debounce, snapshots and typing expiry.
 pub async fn run_presence(hub: Arc<PresenceHub>, work: PresenceWork, shutdown: CancellationToken) {
-    let PresenceWork(mut queue) = work;
+    let PresenceWork { mut queue, reports } = work;
+    tokio::spawn(run_reports(Arc::clone(&hub), reports, shutdown.clone()));
     let mut tick = tokio::time::interval(hub.config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persist = tokio::time::interval(hub.config.persist_interval);
@@ -504,7 +587,7 @@ pub async fn run_presence(hub: Arc<PresenceHub>, work: PresenceWork, shutdown: C
             }
             _ = persist.tick() => {
                 let present = hub.lock().tracker.present_users();
-                for (user, at_ms) in present {
+                for (user, _, at_ms) in present {
                     hub.record_last_seen(user, at_ms);
                 }
             }

@@ -265,3 +265,63 @@ fn state_is_dropped_when_unused() {
     assert!(presence.present_users().is_empty());
     assert!(presence.users.is_empty());
 }
+
+fn remote(user: &str, state: PresenceState) -> PresenceEntry {
+    PresenceEntry {
+        user: user.to_owned(),
+        state,
+        last_seen_ms: WALL,
+    }
+}
+
+#[test]
+fn remote_presence_reaches_watchers_with_debounce() {
+    let mut presence = tracker();
+    let t0 = Instant::now();
+    presence.subscribe(9, &users(&["alice"]), t0);
+
+    let online = presence.set_remote(&remote("alice", Online), t0 + secs(2.0));
+    assert_eq!(states_for(&online, 9, "alice"), vec![Online]);
+    assert!(
+        online.transitions.is_empty(),
+        "remote state is not reported back"
+    );
+
+    let away = presence.set_remote(&remote("alice", Away), t0 + secs(2.5));
+    assert!(
+        states_for(&away, 9, "alice").is_empty(),
+        "inside the debounce window"
+    );
+    let flushed = presence.tick(t0 + secs(3.0));
+    assert_eq!(states_for(&flushed, 9, "alice"), vec![Away]);
+}
+
+#[test]
+fn local_and_remote_merge() {
+    let mut presence = tracker();
+    let t0 = Instant::now();
+    presence.set_remote(&remote("alice", Away), t0);
+    let local = presence.heartbeat("alice", 1, Online, t0, WALL);
+    assert_eq!(presence.entry("alice").state, Online);
+    assert_eq!(local.transitions.len(), 1, "the local change is reported");
+    assert_eq!(local.transitions[0].state, Online);
+
+    let closed = presence.session_closed("alice", 1, t0 + secs(1.0));
+    assert_eq!(presence.entry("alice").state, Away, "still away elsewhere");
+    assert_eq!(closed.transitions[0].state, Offline, "offline on this edge");
+    assert!(presence.present_users().is_empty());
+
+    presence.set_remote(&remote("alice", Offline), t0 + secs(2.0));
+    assert_eq!(presence.entry("alice").state, Offline);
+    assert!(presence.remote_users().is_empty());
+}
+
+#[test]
+fn remote_state_kept_for_later_subscription() {
+    let mut presence = tracker();
+    let t0 = Instant::now();
+    presence.set_remote(&remote("alice", Online), t0);
+    let reply = presence.subscribe(9, &users(&["alice"]), t0 + secs(1.0));
+    assert_eq!(reply[0].state, Online);
+    assert_eq!(reply[0].last_seen_ms, WALL);
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use tidings_schema::error::{CloseCode, ErrorCode, Rejection};
 use tidings_schema::frame::{Close, ErrorFrame, Hello, Welcome};
+use tidings_schema::mesh::edge_order;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -198,8 +199,9 @@ pub fn close_session(session: &Session) {
 
 /// Returns the close code, and the `Close` frame to send first, for a session the edge
 /// ends on purpose. Returns `None` when the transport is gone or the end was a violation,
-/// which the transport closes without a `Close` frame.
-pub fn close_frame(end: &SessionEnd) -> Option<(CloseCode, Close)> {
+/// which the transport closes without a `Close` frame. A shutdown `Close` names another
+/// edge of the cluster as its redirect when the cluster lists one.
+pub fn close_frame(session: &Session, end: &SessionEnd) -> Option<(CloseCode, Close)> {
     let (code, message, retry_after_ms) = match end {
         SessionEnd::Lost | SessionEnd::Violation => return None,
         SessionEnd::Shutdown => (
@@ -214,13 +216,27 @@ pub fn close_frame(end: &SessionEnd) -> Option<(CloseCode, Close)> {
         ),
         SessionEnd::Ended { code, reason } => (*code, reason.clone(), 0),
     };
+    let redirect = match end {
+        SessionEnd::Shutdown => {
+            drain_redirect(&session.user, &session.edge.other_edges).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
     let frame = Close {
         code: code.as_u32(),
         message,
         retry_after_ms,
-        redirect: String::new(),
+        redirect,
     };
     Some((code, frame))
+}
+
+/// Picks the edge that `user` moves to when this edge drains: the first of `other_edges`
+/// in the user's `edge_order`, the same order clients follow, so every device of the
+/// user lands on one edge. Returns `None` when this edge is the only one.
+pub fn drain_redirect(user: &str, other_edges: &[String]) -> Option<String> {
+    let first = *edge_order(user, other_edges).first()?;
+    Some(other_edges[first].clone())
 }
 
 /// Maps a rejected `Hello` to the code that closes the connection.
@@ -238,4 +254,26 @@ fn until_unix_secs(exp: u64) -> Duration {
     deadline
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_redirect_follows_user_edge_order() {
+        let edges: Vec<String> = ["127.0.0.1:4001", "127.0.0.1:4002", "127.0.0.1:4003"]
+            .iter()
+            .map(|edge| (*edge).to_owned())
+            .collect();
+        for user in ["alice", "bob", "carol"] {
+            let first = edge_order(user, &edges)[0];
+            assert_eq!(drain_redirect(user, &edges), Some(edges[first].clone()));
+        }
+    }
+
+    #[test]
+    fn drain_redirect_none_without_other_edge() {
+        assert_eq!(drain_redirect("alice", &[]), None);
+    }
 }

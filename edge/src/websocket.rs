@@ -315,7 +315,7 @@ async fn run_session(
             Some((code, "protocol violation; see the Error frame".to_owned()))
         }
         end => {
-            let (code, frame) = close_frame(&end)?;
+            let (code, frame) = close_frame(&session, &end)?;
             debug!(%code, transport = "websocket", "closing session");
             EdgeMetrics::inc(&session.metrics().sessions_closed_by_edge);
             let reason = frame.message.clone();

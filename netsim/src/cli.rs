@@ -1,17 +1,22 @@
-//! The `tidings netsim` command line: `list`, `show`, `link` and `proxy`.
+//! The `tidings netsim` command line: `list`, `show`, `link`, `proxy` and `run`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitCode, ExitStatus};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+
+use tidings_clients::Transport;
 
 use crate::config::RebindKind;
 use crate::engine::{Direction, DirectionStats, LinkSpec};
 use crate::link::{NAT_ADDRESS_POOL, NetnsLink};
 use crate::proxy::UdpProxy;
-use crate::{scenarios, sys};
+use crate::run::RunConfig;
+use crate::workload::WorkloadConfig;
+use crate::{compare, report, scenarios, sys};
 
 /// Emulate a lossy link for real TCP and QUIC traffic.
 #[derive(Debug, Args)]
@@ -35,6 +40,48 @@ pub enum NetsimCommand {
     Link(LinkArgs),
     /// Relay UDP between a local port and a target through the impairments (no root).
     Proxy(ProxyArgs),
+    /// Run a chat workload over QUIC and over the WebSocket fallback through the same link
+    /// and seed, and write a report (needs root).
+    Run(RunArgs),
+    /// Draw the plots of a report folder again from its latency samples.
+    Plot {
+        /// Report folder written by `run`.
+        dir: PathBuf,
+    },
+    /// Print the numbers that differ between the reports of two runs.
+    Compare {
+        /// First report folder (or its summary.json).
+        first: PathBuf,
+        /// Second report folder (or its summary.json).
+        second: PathBuf,
+    },
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario, seed and traces.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Transports to compare, run one after the other: `quic`, `ws` or both.
+    #[arg(long, value_delimiter = ',', default_value = "quic,ws")]
+    pub transport: Vec<Transport>,
+    /// Length of the send phase of each transport, for example `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Maximum wait for missing deliveries after the send phase; messages still missing
+    /// then count as lost.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Report folder [default: netsim-SCENARIO-seedN].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Workload TOML file; fields it leaves out keep their defaults.
+    #[arg(long, value_name = "PATH")]
+    pub workload: Option<PathBuf>,
+    /// Number of clients (overrides the workload file).
+    #[arg(long)]
+    pub clients: Option<usize>,
 }
 
 /// Seed and trace options shared by `link` and `proxy`.
@@ -96,6 +143,21 @@ pub async fn run(args: NetsimArgs) -> anyhow::Result<ExitCode> {
         }
         NetsimCommand::Link(args) => run_link(args).await,
         NetsimCommand::Proxy(args) => run_proxy(args).await,
+        NetsimCommand::Run(args) => run_workload(args).await,
+        NetsimCommand::Plot { dir } => {
+            crate::run::replot(&dir)?;
+            eprintln!("netsim: plots written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        NetsimCommand::Compare { first, second } => {
+            let found = compare::differences(&read_summary(&first)?, &read_summary(&second)?);
+            if found.is_empty() {
+                println!("no numbers differ");
+            } else {
+                print!("{}", compare::format(&found));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -291,4 +353,60 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = resolve(&args.engine)?;
+    let (_, scenario_text) = scenarios::load(&args.engine.scenario)?;
+    let mut workload = match &args.workload {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read workload file {}", path.display()))?;
+            WorkloadConfig::from_toml(&text)
+                .with_context(|| format!("invalid workload file {}", path.display()))?
+        }
+        None => WorkloadConfig::default(),
+    };
+    if let Some(clients) = args.clients {
+        workload.clients = clients;
+    }
+    if args.transport.contains(&Transport::Auto) {
+        anyhow::bail!("invalid --transport auto: compare `quic` and `ws` explicitly");
+    }
+    let out = args.out.unwrap_or_else(|| {
+        let name = std::path::Path::new(&args.engine.scenario)
+            .file_stem()
+            .map_or_else(|| "scenario".into(), |stem| stem.to_string_lossy());
+        PathBuf::from(format!("netsim-{name}-seed{}", args.engine.seed))
+    });
+    let config = RunConfig {
+        scenario: args.engine.scenario.clone(),
+        scenario_text: scenario_text.to_string(),
+        spec,
+        seed: args.engine.seed,
+        duration: args.duration,
+        drain: args.drain,
+        transports: args.transport,
+        out: out.clone(),
+        workload,
+        program: std::env::current_exe().context("failed to find the tidings executable")?,
+    };
+    let summary = tokio::task::spawn_blocking(move || crate::run::run(&config))
+        .await
+        .context("netsim run task failed")??;
+    print!("{}", report::table(&summary));
+    eprintln!("netsim: report written to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `summary.json` from a report folder, or the file itself when given one.
+fn read_summary(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let file = if path.is_dir() {
+        path.join("summary.json")
+    } else {
+        path.to_owned()
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("failed to read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid JSON in {}", file.display()))
 }

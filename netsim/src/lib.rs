@@ -6,24 +6,32 @@
 //! (the design of the Mahimahi emulator). In proxy mode it relays UDP datagrams between a
 //! local port and a target through the same engine, without root.
 //!
-//! It is not a traffic generator and does not measure anything itself: the commands and
-//! tests run behind the link do that.
+//! `netsim run` drives real Tidings clients through the link, QUIC and the WebSocket
+//! fallback one after the other with the same seed, and writes a report of message counts
+//! and delivery latency ([`workload`], [`stats`], [`drive`], [`run`], [`report`]).
 //!
 //! Key types: [`engine::Link`] (the I/O-free impairment engine), [`config::Scenario`] (the
 //! TOML schema), [`link::NetnsLink`] (namespaces and forwarding), [`proxy::UdpProxy`] and
 //! [`cli::NetsimArgs`].
 
 pub mod cli;
+pub mod compare;
 pub mod config;
+pub mod drive;
 pub mod engine;
 mod forward;
 pub mod ipv4;
 pub mod link;
 pub mod netns;
+pub mod plot;
 pub mod proxy;
+pub mod report;
+pub mod run;
 pub mod scenarios;
+pub mod stats;
 #[allow(
     unsafe_code,
     reason = "setns, the TUN ioctl and poll have no safe wrapper in std"
 )]
 mod sys;
+pub mod workload;

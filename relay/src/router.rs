@@ -43,6 +43,11 @@ impl Router {
         self.for_shard(ids::user_shard(user_id))
     }
 
+    /// Returns the index in [`Router::owners`] of the owner of the user's home shard.
+    pub fn owner_index_for_user(&self, user_id: &str) -> usize {
+        self.shard_owner[usize::from(ids::user_shard(user_id))]
+    }
+
     fn for_shard(&self, shard: u16) -> &OwnerHandle {
         &self.owners[self.shard_owner[usize::from(shard)]]
     }

@@ -149,6 +149,8 @@ fn delivery(seq: u64) -> Delivery {
         recipients: vec!["bob".into()],
         origin_device: "phone".into(),
         receipt: None,
+        presence: Vec::new(),
+        presence_snapshot: false,
     }
 }
 

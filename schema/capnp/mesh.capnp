@@ -108,6 +108,14 @@ struct OwnerRequest {
       user @32 :Text;
       request @33 :Frames.GapRequest;
     }
+    presenceReport :group {
+      # An edge's presence of users whose home shard this owner holds: the most present
+      # state across the user's devices on that edge. Each report renews the edge's entry
+      # of every listed user for `leaseMs`; an entry that is not renewed lapses to offline.
+      edgeId @34 :Text;
+      entries @35 :List(Frames.PresenceEntry);
+      leaseMs @36 :UInt32;
+    }
   }
 }
 
@@ -121,6 +129,8 @@ struct OwnerReply {
     receiptList @5 :Frames.ReceiptList;
     inboxPage @6 :Frames.InboxPage;
     gapPage @7 :Frames.GapPage;
+    accepted @8 :Void;
+    # Reply to a request that returns no data, such as `presenceReport`.
   }
 }
 
@@ -173,6 +183,12 @@ struct Delivery {
   originDevice @2 :Text;
   receipt @3 :Frames.ReceiptUpdate;
   # Set for a receipt change instead of a message; `message` is then empty.
+  presence @4 :List(Frames.PresenceEntry);
+  # Set for presence changes instead of a message; `message` and `recipients` are then
+  # empty. Each entry is the user's presence on every edge except the receiving one.
+  presenceSnapshot @5 :Bool;
+  # Set on the first delivery after an edge attaches: `presence` then replaces all
+  # presence the edge holds for users whose home shard is on this owner.
 }
 
 interface Owner {

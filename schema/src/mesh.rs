@@ -7,6 +7,7 @@ use crate::frame::{
     ConversationInfo, CreateGroup, HistoryPage, HistoryRequest, Leave, MembersChange, Message,
     SendAck,
 };
+use crate::presence::PresenceEntry;
 use crate::receipt::{
     GapPage, GapRequest, InboxPage, InboxSync, MarkUnread, ReceiptList, ReceiptUpdate,
 };
@@ -106,6 +107,19 @@ pub enum OwnerRequest {
         user: String,
         request: GapRequest,
     },
+    /// An edge's presence of users whose home shard the owner holds; replies `Accepted`.
+    PresenceReport(PresenceReport),
+}
+
+/// The presence of users on one edge, as the edge reports it to their home shard's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresenceReport {
+    pub edge_id: String,
+    /// Each user's most present state across their devices on this edge, with the last
+    /// activity this edge saw. An offline entry removes the edge's contribution at once.
+    pub entries: Vec<PresenceEntry>,
+    /// How long each listed entry stays valid without another report, in milliseconds.
+    pub lease_ms: u32,
 }
 
 /// The ids an edge stamps on a message the owner writes for it (system messages).
@@ -128,6 +142,8 @@ pub enum OwnerReply {
     ReceiptList(ReceiptList),
     InboxPage(InboxPage),
     GapPage(GapPage),
+    /// Reply to a request that returns no data, such as `PresenceReport`.
+    Accepted,
 }
 
 /// A user's last activity and whether they hide it, as stored in their home shard.
@@ -153,6 +169,12 @@ pub struct Delivery {
     pub origin_device: String,
     /// A receipt change to push instead of a message; `message` is then empty.
     pub receipt: Option<ReceiptUpdate>,
+    /// Presence changes to push instead of a message; `message` and `recipients` are then
+    /// empty. Each entry is the user's presence on every edge except the receiving one.
+    pub presence: Vec<PresenceEntry>,
+    /// Whether `presence` replaces all presence the edge keeps for users whose home shard
+    /// is on this owner. Set on the first delivery after the edge attaches.
+    pub presence_snapshot: bool,
 }
 
 /// What an [`InboxUpdate`] does to the inbox row.

@@ -16,9 +16,10 @@ use crate::codec::{
 use crate::error::{ErrorCode, Rejection};
 use crate::generated::mesh_capnp as wire;
 use crate::mesh::{
-    Delivery, InboxChange, InboxUpdate, LastSeenRow, OwnerReply, OwnerRequest, Registration,
-    SendRequest, Stamp,
+    Delivery, InboxChange, InboxUpdate, LastSeenRow, OwnerReply, OwnerRequest, PresenceReport,
+    Registration, SendRequest, Stamp,
 };
+use crate::presence_codec;
 use crate::receipt_codec as receipt;
 
 /// The mesh protocol version this build speaks, passed to `Owner.open`.
@@ -127,6 +128,13 @@ pub fn write_owner_request(out: wire::owner_request::Builder<'_>, request: &Owne
             group.set_user(user.as_str());
             receipt::write_gap_request(group.init_request(), request);
         }
+        OwnerRequest::PresenceReport(report) => {
+            let mut group = out.init_presence_report();
+            group.set_edge_id(report.edge_id.as_str());
+            group.set_lease_ms(report.lease_ms);
+            let entries = group.init_entries(list_len(report.entries.len()));
+            presence_codec::write_entries(entries, &report.entries);
+        }
     }
 }
 
@@ -201,6 +209,11 @@ pub fn read_owner_request(request: wire::owner_request::Reader<'_>) -> capnp::Re
             user: read_text(group.get_user())?,
             request: receipt::read_gap_request(group.get_request()?),
         },
+        Which::PresenceReport(group) => OwnerRequest::PresenceReport(PresenceReport {
+            edge_id: read_text(group.get_edge_id())?,
+            entries: presence_codec::read_entries(group.get_entries()?)?,
+            lease_ms: group.get_lease_ms(),
+        }),
     };
     Ok(request)
 }
@@ -256,7 +269,7 @@ fn read_stamp(stamp: wire::stamp::Reader<'_>) -> Stamp {
 }
 
 /// Writes a reply into a `mesh.capnp` `OwnerReply`.
-pub fn write_owner_reply(out: wire::owner_reply::Builder<'_>, reply: &OwnerReply) {
+pub fn write_owner_reply(mut out: wire::owner_reply::Builder<'_>, reply: &OwnerReply) {
     match reply {
         OwnerReply::SendAck(ack) => write_send_ack(out.init_send_ack(), ack),
         OwnerReply::HistoryPage(page) => write_history_page(out.init_history_page(), page),
@@ -273,6 +286,7 @@ pub fn write_owner_reply(out: wire::owner_reply::Builder<'_>, reply: &OwnerReply
         OwnerReply::ReceiptList(list) => receipt::write_receipt_list(out.init_receipt_list(), list),
         OwnerReply::InboxPage(page) => receipt::write_inbox_page(out.init_inbox_page(), page),
         OwnerReply::GapPage(page) => receipt::write_gap_page(out.init_gap_page(), page),
+        OwnerReply::Accepted => out.set_accepted(()),
     }
 }
 
@@ -299,6 +313,7 @@ pub fn read_owner_reply(reply: wire::owner_reply::Reader<'_>) -> capnp::Result<O
         Which::ReceiptList(list) => OwnerReply::ReceiptList(receipt::read_receipt_list(list?)?),
         Which::InboxPage(page) => OwnerReply::InboxPage(receipt::read_inbox_page(page?)?),
         Which::GapPage(page) => OwnerReply::GapPage(receipt::read_gap_page(page?)?),
+        Which::Accepted(()) => OwnerReply::Accepted,
     };
     Ok(reply)
 }
@@ -353,6 +368,13 @@ pub fn write_delivery(mut out: wire::delivery::Builder<'_>, delivery: &Delivery)
     if let Some(update) = &delivery.receipt {
         receipt::write_receipt_update(out.reborrow().init_receipt(), update);
     }
+    out.set_presence_snapshot(delivery.presence_snapshot);
+    if !delivery.presence.is_empty() {
+        let entries = out
+            .reborrow()
+            .init_presence(list_len(delivery.presence.len()));
+        presence_codec::write_entries(entries, &delivery.presence);
+    }
     let recipients = out.init_recipients(list_len(delivery.recipients.len()));
     write_texts(recipients, &delivery.recipients);
 }
@@ -367,6 +389,8 @@ pub fn read_delivery(delivery: wire::delivery::Reader<'_>) -> capnp::Result<Deli
             true => Some(receipt::read_receipt_update(delivery.get_receipt()?)?),
             false => None,
         },
+        presence: presence_codec::read_entries(delivery.get_presence()?)?,
+        presence_snapshot: delivery.get_presence_snapshot(),
     })
 }
 

@@ -8,6 +8,7 @@ use crate::frame::{
     ConversationInfo, ConversationKind, CreateGroup, HistoryPage, HistoryRequest, Leave, Member,
     MembersChange, Message, MessageKind, Role, SendAck,
 };
+use crate::presence::{PresenceEntry, PresenceState};
 
 /// Serialises `message` to bytes and reads it back, as the RPC transport would.
 fn through_wire(
@@ -123,7 +124,20 @@ fn sample_requests() -> Vec<OwnerRequest> {
             user: "carol".into(),
             hide_last_seen: true,
         },
+        OwnerRequest::PresenceReport(crate::mesh::PresenceReport {
+            edge_id: "edge-1".into(),
+            entries: vec![presence_entry("carol", PresenceState::Away)],
+            lease_ms: 30_000,
+        }),
     ]
+}
+
+fn presence_entry(user: &str, state: PresenceState) -> PresenceEntry {
+    PresenceEntry {
+        user: user.into(),
+        state,
+        last_seen_ms: 1_700_000_000_000,
+    }
 }
 
 fn sample_results() -> Vec<Result<OwnerReply, Rejection>> {
@@ -148,6 +162,7 @@ fn sample_results() -> Vec<Result<OwnerReply, Rejection>> {
             conversation(2),
         ])),
         Ok(OwnerReply::Conversations(Vec::new())),
+        Ok(OwnerReply::Accepted),
         Ok(OwnerReply::LastSeen(crate::mesh::LastSeenRow {
             user: "carol".into(),
             last_seen_ms: 1_700_000_000_000,
@@ -224,12 +239,16 @@ fn deliveries_round_trip() {
             recipients: vec!["alice".into(), "bob".into()],
             origin_device: "phone".into(),
             receipt: None,
+            presence: Vec::new(),
+            presence_snapshot: false,
         },
         Delivery {
             message: message(2),
             recipients: Vec::new(),
             origin_device: String::new(),
             receipt: None,
+            presence: Vec::new(),
+            presence_snapshot: false,
         },
         Delivery {
             message: Message::default(),
@@ -245,6 +264,19 @@ fn deliveries_round_trip() {
                 member_count: 2,
                 counts: Vec::new(),
             }),
+            presence: Vec::new(),
+            presence_snapshot: false,
+        },
+        Delivery {
+            message: Message::default(),
+            recipients: Vec::new(),
+            origin_device: String::new(),
+            receipt: None,
+            presence: vec![
+                presence_entry("dana", PresenceState::Online),
+                presence_entry("erin", PresenceState::Offline),
+            ],
+            presence_snapshot: true,
         },
     ];
     let mut message = Builder::new_default();

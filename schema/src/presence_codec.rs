@@ -1,5 +1,7 @@
 //! Cap'n Proto mapping of the presence frames in [`crate::presence`].
 
+use capnp::struct_list;
+
 use crate::codec::{list_len, read_text, read_texts, write_texts};
 use crate::generated::frames_capnp as wire;
 use crate::presence::{
@@ -62,8 +64,26 @@ pub(crate) fn read_subscribe(
 pub(crate) fn write_update(mut out: wire::presence_update::Builder<'_>, update: &PresenceUpdate) {
     out.set_request_id(update.request_id);
     out.set_snapshot(update.snapshot);
-    let mut list = out.init_entries(list_len(update.entries.len()));
-    for (index, entry) in update.entries.iter().enumerate() {
+    let list = out.init_entries(list_len(update.entries.len()));
+    write_entries(list, &update.entries);
+}
+
+pub(crate) fn read_update(
+    update: wire::presence_update::Reader<'_>,
+) -> capnp::Result<PresenceUpdate> {
+    Ok(PresenceUpdate {
+        request_id: update.get_request_id(),
+        snapshot: update.get_snapshot(),
+        entries: read_entries(update.get_entries()?)?,
+    })
+}
+
+/// Writes entries into a list that has room for exactly `entries.len()`.
+pub(crate) fn write_entries(
+    mut list: struct_list::Builder<'_, wire::presence_entry::Owned>,
+    entries: &[PresenceEntry],
+) {
+    for (index, entry) in entries.iter().enumerate() {
         let mut item = list.reborrow().get(list_len(index));
         item.set_user(&entry.user);
         item.set_state(write_state(entry.state));
@@ -71,22 +91,18 @@ pub(crate) fn write_update(mut out: wire::presence_update::Builder<'_>, update: 
     }
 }
 
-pub(crate) fn read_update(
-    update: wire::presence_update::Reader<'_>,
-) -> capnp::Result<PresenceUpdate> {
-    let mut entries = Vec::new();
-    for entry in update.get_entries()? {
+pub(crate) fn read_entries(
+    list: struct_list::Reader<'_, wire::presence_entry::Owned>,
+) -> capnp::Result<Vec<PresenceEntry>> {
+    let mut entries = Vec::with_capacity(list.len() as usize);
+    for entry in list {
         entries.push(PresenceEntry {
             user: read_text(entry.get_user())?,
             state: read_state(entry.get_state()?),
             last_seen_ms: entry.get_last_seen_ms(),
         });
     }
-    Ok(PresenceUpdate {
-        request_id: update.get_request_id(),
-        snapshot: update.get_snapshot(),
-        entries,
-    })
+    Ok(entries)
 }
 
 pub(crate) fn write_typing(mut out: wire::typing::Builder<'_>, typing: &Typing) {

@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tidings_schema::frame::Message;
 use tidings_schema::mesh::{Delivery, Registration};
+use tidings_schema::presence::PresenceEntry;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -116,6 +118,38 @@ impl Fanout {
         }
     }
 
+    /// Returns the ids of the edges with a delivery queue.
+    pub(crate) fn attached_edges(&self) -> Vec<String> {
+        self.lock().queues.keys().cloned().collect()
+    }
+
+    /// Queues presence changes for the named edges, one delivery per edge, without
+    /// waiting. An edge that is not attached is skipped, because it gets the full state
+    /// when it attaches. With `snapshot` each list replaces what its edge holds.
+    pub(crate) fn publish_presence(
+        &self,
+        pushes: Vec<(String, Vec<PresenceEntry>)>,
+        snapshot: bool,
+    ) {
+        let mut state = self.lock();
+        for (edge_id, entries) in pushes {
+            let Some(queue) = state.queues.get(&edge_id) else {
+                continue;
+            };
+            let delivery = Arc::new(Delivery {
+                message: Message::default(),
+                recipients: Vec::new(),
+                origin_device: String::new(),
+                receipt: None,
+                presence: entries,
+                presence_snapshot: snapshot,
+            });
+            if !self.offer(&edge_id, queue, delivery) {
+                state.queues.remove(&edge_id);
+            }
+        }
+    }
+
     /// Queues one delivery; returns whether the edge keeps its subscription.
     fn offer(
         &self,
@@ -184,13 +218,14 @@ fn for_edge(delivery: &Delivery, users: &HashSet<String>) -> Option<Arc<Delivery
         recipients,
         origin_device: delivery.origin_device.clone(),
         receipt: delivery.receipt.clone(),
+        presence: delivery.presence.clone(),
+        presence_snapshot: delivery.presence_snapshot,
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidings_schema::frame::Message;
 
     fn delivery(seq: u64) -> Delivery {
         Delivery {
@@ -201,6 +236,8 @@ mod tests {
             recipients: vec!["alice".into()],
             origin_device: String::new(),
             receipt: None,
+            presence: Vec::new(),
+            presence_snapshot: false,
         }
     }
 

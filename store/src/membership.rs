@@ -217,6 +217,8 @@ impl Batch<'_, '_> {
             recipients,
             origin_device: String::new(),
             receipt: None,
+            presence: Vec::new(),
+            presence_snapshot: false,
         });
         Ok(seq)
     }

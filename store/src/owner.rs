@@ -1,22 +1,25 @@
 //! The owner service: validates and commits requests, then fans out deliveries.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::Database;
 use tidings_schema::frame::{ConversationInfo, Limits};
-use tidings_schema::mesh::{Delivery, InboxUpdate, OwnerReply, OwnerRequest, Registration};
+use tidings_schema::mesh::{
+    Delivery, InboxUpdate, OwnerReply, OwnerRequest, PresenceReport, Registration,
+};
 use tidings_schema::{ErrorCode, Rejection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{OpOutcome, WriteOp, WriterContext};
-use crate::cluster::{ClusterView, OwnerPeers, ShardMap};
+use crate::cluster::{ClusterView, OwnerPeers, ShardHolder, ShardMap};
 use crate::fanout::{EDGE_QUEUE_CAPACITY, Fanout};
 use crate::inbox::{InboxOp, InboxRoutes, InboxTarget};
 use crate::last_seen::{LAST_SEEN, LastSeenOp};
+use crate::presence_board::PresenceBoard;
 use crate::tables::{CONVERSATIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MESSAGES, Placement};
 use crate::tables::{INBOX_LOG, INBOX_META, RECEIPTS, USER_CONVERSATIONS};
 use crate::writer::{BatchSettings, Command, Job, Writer, WriterHandle};
@@ -109,6 +112,7 @@ pub struct Owner {
     databases: Vec<Arc<Database>>,
     writers: Vec<WriterHandle>,
     fanout: Arc<Fanout>,
+    presence: Mutex<PresenceBoard>,
     commits: Arc<AtomicU64>,
 }
 
@@ -194,6 +198,7 @@ impl Owner {
             databases,
             writers,
             fanout,
+            presence: Mutex::new(PresenceBoard::default()),
             commits,
         }))
     }
@@ -205,6 +210,10 @@ impl Owner {
     pub async fn call(&self, request: OwnerRequest) -> Result<OwnerReply, Rejection> {
         self.check_holds(&request)?;
         match request {
+            OwnerRequest::PresenceReport(report) => {
+                self.report_presence(report);
+                Ok(OwnerReply::Accepted)
+            }
             OwnerRequest::History { user, request } => {
                 let db = Arc::clone(self.database_of_conversation(request.conversation_id));
                 let placement = self.placement;
@@ -297,7 +306,45 @@ impl Owner {
     /// Registers an edge for fan-out and returns the queue of its deliveries. An edge that
     /// attaches again with the same id replaces (and closes) its previous queue.
     pub fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>> {
-        self.fanout.attach(edge_id)
+        let receiver = self.fanout.attach(edge_id);
+        // NOTE: the snapshot goes out even when empty, because it clears presence the edge
+        // kept from before an owner restart.
+        let snapshot = self.presence_board().attach(edge_id);
+        self.fanout
+            .publish_presence(vec![(edge_id.to_owned(), snapshot)], true);
+        receiver
+    }
+
+    /// Merges an edge's presence report into the board and pushes the resulting changes
+    /// to the other edges. Entries for users whose home shard is elsewhere are dropped.
+    ///
+    /// NOTE: reports that lapse are noticed only when a report arrives. Every live edge
+    /// sends one to every owner each renewal interval, empty when it has no present users.
+    fn report_presence(&self, mut report: PresenceReport) {
+        report.entries.retain(|entry| {
+            let (vshard, _) = self.placement.user(&entry.user);
+            let held = matches!(self.shards.holder(vshard), ShardHolder::Local);
+            if !held {
+                tracing::warn!(
+                    user = entry.user,
+                    edge_id = report.edge_id,
+                    "presence report for a user whose home shard is on another owner; dropped"
+                );
+            }
+            held
+        });
+        let attached = self.fanout.attached_edges();
+        let pushes = self
+            .presence_board()
+            .report(report, &attached, Instant::now());
+        self.fanout.publish_presence(pushes, false);
+    }
+
+    fn presence_board(&self) -> std::sync::MutexGuard<'_, PresenceBoard> {
+        // The board contains only maps of plain values, which stay valid after a panic.
+        self.presence
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Returns the number of durable commits so far, across all storage files.
@@ -422,6 +469,8 @@ impl Owner {
                 conversation_id, ..
             } => *conversation_id,
             OwnerRequest::Gap { request, .. } => request.conversation_id,
+            // Checked per entry, because one report names many users.
+            OwnerRequest::PresenceReport(_) => return Ok(()),
         };
         let (vshard, _) = self.placement.conversation(conversation_id);
         self.shards
@@ -471,7 +520,8 @@ impl Owner {
             | OwnerRequest::Receipts { .. }
             | OwnerRequest::InboxSync { .. }
             | OwnerRequest::MarkUnread { .. }
-            | OwnerRequest::Gap { .. } => {
+            | OwnerRequest::Gap { .. }
+            | OwnerRequest::PresenceReport(_) => {
                 Err(Rejection::internal("read request routed to the write path"))
             }
         }

@@ -18,6 +18,30 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Maximum number of messages in one history page.
 pub const MAX_HISTORY_LIMIT: u32 = 200;
 
+/// Total body bytes one history or gap page carries at most (a page always carries at
+/// least one message). It keeps a page of large messages well inside the default
+/// 256 KiB frame limit, which a page of 200 messages of up to 64 KiB each would exceed.
+pub const PAGE_BODY_BUDGET: usize = 128 * 1024;
+
+/// Counts body bytes against [`PAGE_BODY_BUDGET`].
+#[derive(Debug, Default)]
+pub(crate) struct PageBudget {
+    used: usize,
+    admitted: usize,
+}
+
+impl PageBudget {
+    /// Returns whether a message of `body_bytes` still fits on the page, and counts it.
+    pub(crate) fn admit(&mut self, body_bytes: usize) -> bool {
+        if self.admitted > 0 && self.used + body_bytes > PAGE_BODY_BUDGET {
+            return false;
+        }
+        self.used += body_bytes;
+        self.admitted += 1;
+        true
+    }
+}
+
 /// Reads one page of history, newest first, never below the member's `joined_seq`.
 pub(crate) fn history(
     db: &Database,
@@ -48,19 +72,29 @@ pub(crate) fn history(
     let (vshard, _) = placement.conversation(conversation_id);
     let messages_table = txn.open_table(MESSAGES)?;
     let mut messages = Vec::with_capacity(limit);
+    let mut budget = PageBudget::default();
+    let mut full = false;
     if below > floor {
         let range = (vshard, conversation_id, floor)..(vshard, conversation_id, below);
-        for entry in messages_table.range(range)?.rev().take(limit) {
+        for entry in messages_table.range(range)?.rev() {
+            if messages.len() == limit {
+                full = true;
+                break;
+            }
             let (key, value) = entry?;
             let (_, _, seq) = key.value();
             let record = MessageRecord::decode(value.value())?;
+            if !budget.admit(record.body.len()) {
+                full = true;
+                break;
+            }
             messages.push(record.into_message(conversation_id, seq));
         }
     }
 
     // Seqs are gapless, so a page that ends above the floor has older messages.
     let next_before_seq = match messages.last() {
-        Some(oldest) if messages.len() == limit && oldest.seq > floor => oldest.seq,
+        Some(oldest) if full && oldest.seq > floor => oldest.seq,
         _ => 0,
     };
     Ok(Ok(HistoryPage {

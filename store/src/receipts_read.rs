@@ -6,6 +6,7 @@ use tidings_schema::Rejection;
 use tidings_schema::receipt::{GapPage, GapRequest, InboxPage, InboxSync, ReceiptList};
 
 use crate::batch::{StoreResult, not_member, read_conversation, unknown_conversation};
+use crate::read::PageBudget;
 use crate::receipts::{inbox_entry, member_receipt, not_in_inbox};
 use crate::record::{InboxMeta, InboxRecord, MessageRecord, ReceiptRecord};
 use crate::tables::{
@@ -88,9 +89,13 @@ pub(crate) fn gap(
     let mut messages = Vec::new();
     if first <= last_seq {
         let range = (vshard, conversation_id, first)..=(vshard, conversation_id, last_seq);
+        let mut budget = PageBudget::default();
         for entry in table.range(range)?.take(limit) {
             let (key, value) = entry?;
             let record = MessageRecord::decode(value.value())?;
+            if !budget.admit(record.body.len()) {
+                break;
+            }
             messages.push(record.into_message(conversation_id, key.value().2));
         }
     }

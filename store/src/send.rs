@@ -79,6 +79,8 @@ impl Batch<'_, '_> {
             recipients: record.member_ids(),
             origin_device: request.device_id.clone(),
             receipt: None,
+            presence: Vec::new(),
+            presence_snapshot: false,
         });
         self.put_conversation(conversation_id, record);
         Ok(Ok(OpOutcome {

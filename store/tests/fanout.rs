@@ -45,10 +45,7 @@ async fn deliveries_reach_attached_edges() {
     }
 
     send(&owner, "bob", 91, "k2", "after").await.unwrap();
-    let after = tokio::time::timeout(WAIT, edge_a.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let after = next(&mut edge_a).await;
     assert_eq!(after.message.seq, 4);
     assert_eq!(after.recipients, ["alice", "bob"]);
 }
@@ -61,20 +58,27 @@ async fn reattach_closes_old_queue() {
     let mut new = owner.attach_edge("edge-a");
     create_group(&owner, "alice", 92, &[]).await.unwrap();
 
+    // The old queue holds only its attach-time presence snapshot before it closes.
+    let snapshot = tokio::time::timeout(WAIT, old.recv()).await.unwrap();
+    assert!(snapshot.is_some_and(|delivery| delivery.presence_snapshot));
     let closed = tokio::time::timeout(WAIT, old.recv()).await.unwrap();
     assert!(closed.is_none());
-    let delivered = tokio::time::timeout(WAIT, new.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let delivered = next(&mut new).await;
     assert_eq!(delivered.message.conversation_id, 92);
 }
 
+/// Returns the next message or receipt delivery, skipping presence pushes such as the
+/// snapshot every edge gets when it attaches.
 async fn next(
     edge: &mut tokio::sync::mpsc::Receiver<std::sync::Arc<tidings_schema::mesh::Delivery>>,
 ) -> std::sync::Arc<tidings_schema::mesh::Delivery> {
-    tokio::time::timeout(WAIT, edge.recv())
-        .await
-        .unwrap()
-        .expect("edge queue open")
+    loop {
+        let delivery = tokio::time::timeout(WAIT, edge.recv())
+            .await
+            .unwrap()
+            .expect("edge queue open");
+        if !delivery.presence_snapshot && delivery.presence.is_empty() {
+            return delivery;
+        }
+    }
 }

@@ -57,3 +57,32 @@ async fn page_limits_are_capped() {
     let unknown = history_page(&owner, "alice", 82, 0, 10).await.unwrap_err();
     assert_eq!(unknown.code, ErrorCode::UnknownConversation);
 }
+
+/// Regression: pages were capped by count only, so 200 messages of up to 64 KiB made a
+/// reply far larger than the 256 KiB frame limit, and clients dropped their control
+/// stream and reconnected over and over.
+#[tokio::test]
+async fn pages_of_large_messages_stay_in_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = open(dir.path());
+    create_group(&owner, "alice", 91, &[]).await.unwrap();
+    let body = "y".repeat(60 * 1024);
+    for n in 0..9 {
+        send(&owner, "alice", 91, &format!("k{n}"), &body)
+            .await
+            .unwrap();
+    }
+
+    let (page, next) = history_page(&owner, "alice", 91, 0, 200).await.unwrap();
+    let bytes: usize = page.iter().map(|m| m.body.len()).sum();
+    assert!(
+        bytes <= tidings_store::PAGE_BODY_BUDGET,
+        "page has {bytes} body bytes"
+    );
+    assert_eq!(page.len(), 2);
+    assert_eq!(next, page.last().unwrap().seq);
+
+    let all = history_all(&owner, "alice", 91).await;
+    let seqs: Vec<u64> = all.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=10).rev().collect::<Vec<_>>());
+}

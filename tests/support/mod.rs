@@ -105,6 +105,12 @@ impl Process {
     /// Sends SIGTERM and waits up to `limit` for the process to exit; kills it with
     /// SIGKILL after that. Returns whether it exited on its own.
     pub fn terminate(&mut self, limit: Duration) -> bool {
+        self.terminate_status(limit).is_some()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit. Returns its exit
+    /// status, or `None` when it did not exit in time and was killed with SIGKILL.
+    pub fn terminate_status(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let sent = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -112,15 +118,15 @@ impl Process {
         if sent.is_ok() {
             let deadline = std::time::Instant::now() + limit;
             while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return true;
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Some(status);
                 }
                 // NOTE: std offers no wait with a timeout, so the exit is polled.
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
         self.kill();
-        false
+        None
     }
 
     /// Kills the process with SIGKILL and reaps it.

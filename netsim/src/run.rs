@@ -1,0 +1,355 @@
+//! `netsim run`: the same workload over each transport through a fresh link with the same
+//! seed, against a node started in the server namespace, and the report in one folder.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tidings_clients::Transport;
+
+use crate::drive::{DriveConfig, DriveOutcome, drive};
+use crate::engine::{Direction, LinkSpec};
+use crate::link::{NetnsLink, SERVER_ADDRESS};
+use crate::plot;
+use crate::report::{
+    self, CpuReport, CpuTimes, LinkReport, ReconnectReport, Summary, TransportReport,
+};
+use crate::stats::{Percentiles, Sample};
+use crate::sys;
+use crate::workload::{ConversationKind, WorkloadConfig, schedule};
+
+/// QUIC port of the node in the server namespace.
+const QUIC_PORT: u16 = 4433;
+/// HTTPS port (WebSocket fallback) of the node in the server namespace.
+const HTTP_PORT: u16 = 8080;
+/// Maximum time the node may take to print that it listens.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of one `netsim run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Scenario name or path, as given.
+    pub scenario: String,
+    /// Scenario file text, copied into the report.
+    pub scenario_text: String,
+    /// Resolved link.
+    pub spec: LinkSpec,
+    /// Seed of the link and the workload.
+    pub seed: u64,
+    /// Length of the send phase per transport.
+    pub duration: Duration,
+    /// Maximum wait for missing deliveries after the send phase.
+    pub drain: Duration,
+    /// Transports, run one after the other.
+    pub transports: Vec<Transport>,
+    /// Report folder.
+    pub out: PathBuf,
+    /// The workload.
+    pub workload: WorkloadConfig,
+    /// The `tidings` executable that runs `serve` and `token`.
+    pub program: PathBuf,
+}
+
+/// Runs every transport and writes the report; returns the summary.
+///
+/// Blocking: it creates namespaces and waits for processes. Needs root.
+pub fn run(config: &RunConfig) -> anyhow::Result<Summary> {
+    config.workload.validate()?;
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("failed to create report folder {}", config.out.display()))?;
+    write_inputs(config)?;
+
+    let plan = schedule(&config.workload, config.seed, config.duration);
+    let mut transports = BTreeMap::new();
+    let mut samples = Vec::new();
+    for &transport in &config.transports {
+        eprintln!(
+            "netsim: running {transport} for {} with {} planned sends",
+            humantime::format_duration(config.duration),
+            plan.len()
+        );
+        let (outcome, link, cpu) = run_transport(config, transport, &plan)?;
+        let samples_path = config.out.join(format!("latency-{transport}.csv"));
+        report::write_samples(&samples_path, &outcome.ledger)
+            .with_context(|| format!("failed to write {}", samples_path.display()))?;
+        let reconnects = ReconnectReport {
+            disconnects: outcome.disconnects,
+            outage_ms: Percentiles::of(&outcome.outages_ms),
+        };
+        let transport_report = TransportReport::new(
+            &outcome.ledger,
+            &outcome.handshakes_ms,
+            reconnects,
+            link,
+            cpu,
+        );
+        transports.insert(transport.as_str().to_owned(), transport_report);
+        samples.push((transport.as_str(), outcome.ledger.samples().to_vec()));
+    }
+    write_plots(&config.out, &samples)?;
+
+    let summary = Summary {
+        scenario: config.scenario.clone(),
+        seed: config.seed,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        duration_s: config.duration.as_secs_f64(),
+        workload: config.workload.clone(),
+        transports,
+    };
+    let path = config.out.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary).context("failed to encode summary")?;
+    std::fs::write(&path, json).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(summary)
+}
+
+/// Draws the latency CDF and the latency over time of every transport, all kinds together
+/// and quiet conversations alone.
+pub fn write_plots(out: &Path, samples: &[(&str, Vec<Sample>)]) -> anyhow::Result<()> {
+    let quiet: Vec<(&str, Vec<Sample>)> = samples
+        .iter()
+        .map(|(name, list)| {
+            let list = list
+                .iter()
+                .filter(|sample| sample.kind == ConversationKind::Quiet)
+                .copied()
+                .collect();
+            (*name, list)
+        })
+        .collect();
+    for (suffix, set) in [("", samples), ("-quiet", &quiet[..])] {
+        let series: Vec<(&str, &[Sample])> =
+            set.iter().map(|(name, list)| (*name, &list[..])).collect();
+        plot::latency_cdf(&out.join(format!("latency-cdf{suffix}.svg")), &series)?;
+        plot::latency_over_time(&out.join(format!("latency-time{suffix}.svg")), &series)?;
+    }
+    Ok(())
+}
+
+/// Draws the plots of an existing report folder again from its `latency-*.csv` files.
+pub fn replot(out: &Path) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for name in ["quic", "ws"] {
+        let path = out.join(format!("latency-{name}.csv"));
+        if !path.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let parsed = report::parse_samples(&text).map_err(|line| {
+            anyhow::anyhow!("invalid sample on line {line} of {}", path.display())
+        })?;
+        samples.push((name, parsed));
+    }
+    if samples.is_empty() {
+        bail!(
+            "no latency-quic.csv or latency-ws.csv in {}; is it a netsim run report?",
+            out.display()
+        );
+    }
+    write_plots(out, &samples)
+}
+
+fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
+    let files = [
+        ("scenario.toml", config.scenario_text.clone()),
+        (
+            "run.json",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "scenario": config.scenario,
+                "seed": config.seed,
+                "version": env!("CARGO_PKG_VERSION"),
+                "duration_s": config.duration.as_secs_f64(),
+                "drain_s": config.drain.as_secs_f64(),
+                "transports": config.transports.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "workload": config.workload,
+            }))
+            .context("failed to encode run.json")?,
+        ),
+    ];
+    for (name, text) in files {
+        let path = config.out.join(name);
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs one transport through a fresh link and node.
+fn run_transport(
+    config: &RunConfig,
+    transport: Transport,
+    plan: &[crate::workload::PlannedSend],
+) -> anyhow::Result<(DriveOutcome, LinkReport, CpuReport)> {
+    let link = NetnsLink::start(&config.spec, config.seed).context("failed to start the link")?;
+    let data = tempfile::tempdir().context("failed to create a node data folder")?;
+    let log_path = config.out.join(format!("node-{transport}.log"));
+    let mut node = Node::start(
+        &config.program,
+        &link.addresses().server_namespace,
+        data.path(),
+        &log_path,
+    )?;
+
+    let prefix = format!("ns{}-{}", std::process::id(), transport.as_str());
+    let users = (0..config.workload.clients)
+        .map(|index| {
+            let user = format!("{prefix}-u{index}");
+            let token = mint_token(&config.program, data.path(), &user)?;
+            Ok((user, token))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let drive_config = DriveConfig {
+        transport,
+        server: format!("{SERVER_ADDRESS}:{QUIC_PORT}"),
+        ws_url: format!("wss://{SERVER_ADDRESS}:{HTTP_PORT}/v1/ws"),
+        ca_pem: data.path().join("tls").join("ca.pem"),
+        users,
+        workload: config.workload.clone(),
+        plan: plan.to_vec(),
+        drain: config.drain,
+        group_prefix: prefix,
+    };
+
+    let cpu_before = CpuTimes::read();
+    let outcome = link
+        .run_in_client(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            Ok::<_, std::io::Error>(runtime.block_on(drive(drive_config)))
+        })
+        .context("failed to enter the client namespace")?
+        .context("failed to start the client runtime")?;
+    let cpu_after = CpuTimes::read();
+
+    let link_report = LinkReport {
+        uplink: link.stats(Direction::Uplink).into(),
+        downlink: link.stats(Direction::Downlink).into(),
+    };
+    node.stop();
+    link.shutdown();
+
+    let outcome = outcome.with_context(|| format!("the {transport} run failed"))?;
+    let cpu = CpuReport {
+        busy_fraction: cpu_before
+            .zip(cpu_after)
+            .and_then(|(before, after)| before.busy_fraction(&after)),
+        load_average_1m: report::load_average(),
+    };
+    Ok((outcome, link_report, cpu))
+}
+
+/// Signs a token for `user` with the node's key.
+fn mint_token(program: &Path, data_dir: &Path, user: &str) -> anyhow::Result<String> {
+    let output = Command::new(program)
+        .args(["token", "--user", user, "--data-dir"])
+        .arg(data_dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("failed to run {} token", program.display()))?;
+    if !output.status.success() {
+        bail!(
+            "`tidings token --user {user}` failed with {}",
+            output.status
+        );
+    }
+    let token = String::from_utf8(output.stdout).context("token is not UTF-8")?;
+    Ok(token.trim().to_owned())
+}
+
+/// A `tidings serve` process in the server namespace.
+struct Node {
+    child: Child,
+}
+
+impl Node {
+    /// Starts the node and waits until it prints both listening addresses.
+    fn start(
+        program: &Path,
+        namespace: &str,
+        data_dir: &Path,
+        log_path: &Path,
+    ) -> anyhow::Result<Node> {
+        use std::os::unix::process::CommandExt as _;
+
+        let log = std::fs::File::create(log_path)
+            .with_context(|| format!("failed to create {}", log_path.display()))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", namespace])
+            .arg(program)
+            .args(["serve", "--quic-listen"])
+            .arg(format!("{SERVER_ADDRESS}:{QUIC_PORT}"))
+            .arg("--http-listen")
+            .arg(format!("{SERVER_ADDRESS}:{HTTP_PORT}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("failed to start {} serve", program.display()))?;
+
+        let stdout = child.stdout.take().context("node stdout is not piped")?;
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = Node { child };
+        let deadline = std::time::Instant::now() + NODE_READY_TIMEOUT;
+        let (mut quic, mut http) = (false, false);
+        while !(quic && http) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    node.stop();
+                    bail!(
+                        "the node did not print its listening addresses within {}s; see {}",
+                        NODE_READY_TIMEOUT.as_secs(),
+                        log_path.display()
+                    );
+                }
+            };
+            quic |= line.starts_with("quic listening on");
+            http |= line.starts_with("http listening on");
+        }
+        Ok(node)
+    }
+
+    /// Sends SIGTERM to the node's process group and waits up to 5 s, then kills it.
+    fn stop(&mut self) {
+        sys::terminate_process_group(self.child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+                // NOTE: std has no wait with a timeout; a short poll bounds the shutdown.
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
