@@ -7,7 +7,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use tidings_netsim::config::Scenario;
@@ -16,6 +16,14 @@ use tidings_netsim::link::{CLIENT_ADDRESS, NetnsLink, SERVER_ADDRESS};
 use tidings_netsim::{netns, scenarios};
 
 /// Returns false and prints a notice when root tests are skipped; panics when root is missing.
+/// Serialises the tests that measure rate, RTT or loss: two forwarders pushing 10 Mbit/s
+/// each at once starve each other on a 2-core machine and skew every figure.
+static MEASURING: Mutex<()> = Mutex::new(());
+
+fn measure_alone() -> MutexGuard<'static, ()> {
+    MEASURING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn root_available(test: &str) -> bool {
     if netns::require_root().is_ok() {
         return true;
@@ -136,6 +144,7 @@ fn receive_numbered(socket: &UdpSocket) -> Vec<(u32, Instant, usize)> {
 
 #[test]
 fn baseline_udp_rtt_and_rate() {
+    let _alone = measure_alone();
     if !root_available("baseline_udp_rtt_and_rate") {
         return;
     }
@@ -185,6 +194,7 @@ fn baseline_udp_rtt_and_rate() {
 
 #[test]
 fn baseline_tcp_rtt_and_rate() {
+    let _alone = measure_alone();
     if !root_available("baseline_tcp_rtt_and_rate") {
         return;
     }
@@ -261,6 +271,7 @@ fn baseline_tcp_rtt_and_rate() {
 
 #[test]
 fn lossy_udp_loss_within_tolerance() {
+    let _alone = measure_alone();
     if !root_available("lossy_udp_loss_within_tolerance") {
         return;
     }
