@@ -3,16 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tidings_schema::Rejection;
 use tidings_schema::frame::{ConversationInfo, HistoryPage, HistoryRequest};
 
 use crate::batch::{StoreResult, not_member, read_conversation, unknown_conversation};
 use crate::cluster::{ShardHolder, ShardMap};
-use crate::record::MessageRecord;
+use crate::record::{ConversationRecord, MessageRecord};
 use crate::tables::{CONVERSATIONS, MESSAGES, Placement, USER_CONVERSATIONS};
 
-/// Number of messages in a history page when the request asks for 0.
+/// Number of messages in a history page when the request gives 0.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 
 /// Maximum number of messages in one history page.
@@ -42,6 +42,24 @@ impl PageBudget {
     }
 }
 
+/// Reads a conversation row for `user` and returns it with the first seq the user may
+/// read (their `joined_seq`, at least 1). Rejects an unknown conversation or a non-member.
+pub(crate) fn read_as_member(
+    txn: &ReadTransaction,
+    placement: Placement,
+    user: &str,
+    conversation_id: u64,
+) -> StoreResult<Result<(ConversationRecord, u64), Rejection>> {
+    let conversations = txn.open_table(CONVERSATIONS)?;
+    let Some(record) = read_conversation(&conversations, placement, conversation_id)? else {
+        return Ok(Err(unknown_conversation(conversation_id)));
+    };
+    let Some(floor) = record.member(user).map(|member| member.joined_seq.max(1)) else {
+        return Ok(Err(not_member(user, conversation_id)));
+    };
+    Ok(Ok((record, floor)))
+}
+
 /// Reads one page of history, newest first, never below the member's `joined_seq`.
 pub(crate) fn history(
     db: &Database,
@@ -51,19 +69,15 @@ pub(crate) fn history(
 ) -> StoreResult<Result<HistoryPage, Rejection>> {
     let conversation_id = request.conversation_id;
     let txn = db.begin_read()?;
-    let conversations = txn.open_table(CONVERSATIONS)?;
-    let Some(record) = read_conversation(&conversations, placement, conversation_id)? else {
-        return Ok(Err(unknown_conversation(conversation_id)));
-    };
-    let Some(member) = record.member(user) else {
-        return Ok(Err(not_member(user, conversation_id)));
+    let (_, floor) = match read_as_member(&txn, placement, user, conversation_id)? {
+        Ok(found) => found,
+        Err(rejection) => return Ok(Err(rejection)),
     };
 
     let limit = match request.limit {
         0 => DEFAULT_HISTORY_LIMIT,
         limit => limit.min(MAX_HISTORY_LIMIT),
     } as usize;
-    let floor = member.joined_seq.max(1);
     let below = match request.before_seq {
         0 => u64::MAX,
         before => before,

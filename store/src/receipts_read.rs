@@ -5,19 +5,17 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tidings_schema::Rejection;
 use tidings_schema::receipt::{GapPage, GapRequest, InboxPage, InboxSync, ReceiptList};
 
-use crate::batch::{StoreResult, not_member, read_conversation, unknown_conversation};
-use crate::read::PageBudget;
+use crate::batch::StoreResult;
+use crate::read::{PageBudget, read_as_member};
 use crate::receipts::{inbox_entry, member_receipt, not_in_inbox};
 use crate::record::{InboxMeta, InboxRecord, MessageRecord, ReceiptRecord};
-use crate::tables::{
-    CONVERSATIONS, INBOX_LOG, INBOX_META, MESSAGES, Placement, RECEIPTS, USER_CONVERSATIONS,
-};
+use crate::tables::{INBOX_LOG, INBOX_META, MESSAGES, Placement, RECEIPTS, USER_CONVERSATIONS};
 
-/// Number of messages in a gap page when the request asks for 0.
+/// Number of messages in a gap page when the request gives 0.
 pub const DEFAULT_GAP_LIMIT: u32 = 100;
 /// Maximum number of messages in one gap page.
 pub const MAX_GAP_LIMIT: u32 = 500;
-/// Number of entries in an inbox page when the request asks for 0.
+/// Number of entries in an inbox page when the request gives 0.
 pub const DEFAULT_INBOX_LIMIT: u32 = 200;
 /// Maximum number of entries in one inbox page.
 pub const MAX_INBOX_LIMIT: u32 = 1_000;
@@ -30,13 +28,10 @@ pub(crate) fn receipt_list(
     conversation_id: u64,
 ) -> StoreResult<Result<ReceiptList, Rejection>> {
     let txn = db.begin_read()?;
-    let conversations = txn.open_table(CONVERSATIONS)?;
-    let Some(record) = read_conversation(&conversations, placement, conversation_id)? else {
-        return Ok(Err(unknown_conversation(conversation_id)));
+    let (record, _) = match read_as_member(&txn, placement, user, conversation_id)? {
+        Ok(found) => found,
+        Err(rejection) => return Ok(Err(rejection)),
     };
-    if record.member(user).is_none() {
-        return Ok(Err(not_member(user, conversation_id)));
-    }
 
     let (vshard, _) = placement.conversation(conversation_id);
     let table = txn.open_table(RECEIPTS)?;
@@ -57,7 +52,7 @@ pub(crate) fn receipt_list(
 }
 
 /// Reads the messages after `request.after_seq`, oldest first, never below the member's
-/// `joined_seq`. A page that stops before the last seq says so with `complete = false`.
+/// `joined_seq`. A page that stops before the last seq has `complete = false`.
 pub(crate) fn gap(
     db: &Database,
     placement: Placement,
@@ -66,22 +61,16 @@ pub(crate) fn gap(
 ) -> StoreResult<Result<GapPage, Rejection>> {
     let conversation_id = request.conversation_id;
     let txn = db.begin_read()?;
-    let conversations = txn.open_table(CONVERSATIONS)?;
-    let Some(record) = read_conversation(&conversations, placement, conversation_id)? else {
-        return Ok(Err(unknown_conversation(conversation_id)));
-    };
-    let Some(member) = record.member(user) else {
-        return Ok(Err(not_member(user, conversation_id)));
+    let (record, floor) = match read_as_member(&txn, placement, user, conversation_id)? {
+        Ok(found) => found,
+        Err(rejection) => return Ok(Err(rejection)),
     };
 
     let limit = match request.limit {
         0 => DEFAULT_GAP_LIMIT,
         limit => limit.min(MAX_GAP_LIMIT),
     } as usize;
-    let first = request
-        .after_seq
-        .saturating_add(1)
-        .max(member.joined_seq.max(1));
+    let first = request.after_seq.saturating_add(1).max(floor);
     let last_seq = record.last_seq;
 
     let (vshard, _) = placement.conversation(conversation_id);
