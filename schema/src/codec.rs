@@ -32,7 +32,7 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// path (`Frame` → `ConversationList` → `ConversationInfo` → `Member`) is 4 levels.
 const NESTING_LIMIT: i32 = 16;
 
-/// Why bytes could not be decoded into a [`Frame`].
+/// Failure to decode bytes into a [`Frame`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -47,7 +47,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The error code sent back to the peer for this failure.
+    /// Returns the error code sent back to the peer for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::Malformed(_) => ErrorCode::MalformedFrame,
@@ -64,7 +64,7 @@ impl From<capnp::Error> for DecodeError {
     }
 }
 
-/// Why a frame could not be read from a stream.
+/// Failure to read a frame from a stream.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {

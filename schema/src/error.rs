@@ -28,26 +28,26 @@ macro_rules! error_codes {
                 }
             }
 
-            /// The wire number.
+            /// Returns the wire number.
             pub fn as_u16(self) -> u16 {
                 self as u16
             }
 
-            /// The upper-case name used in logs, docs and command-line output.
+            /// Returns the upper-case name used in logs, docs and command-line output.
             pub fn name(self) -> &'static str {
                 match self {
                     $(ErrorCode::$name => $text,)*
                 }
             }
 
-            /// Whether a client may retry the same request after `retry_after_ms`.
+            /// Reports whether a client may retry the same request after `retry_after_ms`.
             pub fn is_retryable(self) -> bool {
                 match self {
                     $(ErrorCode::$name => $retry,)*
                 }
             }
 
-            /// One sentence describing the code.
+            /// Returns one sentence describing the code.
             pub fn meaning(self) -> &'static str {
                 match self {
                     $(ErrorCode::$name => $meaning,)*
@@ -112,7 +112,7 @@ impl Rejection {
         }
     }
 
-    /// Creates a retryable rejection that asks the client to wait `retry_after_ms`.
+    /// Creates a retryable rejection that tells the client to wait `retry_after_ms`.
     pub fn retry(code: ErrorCode, message: impl Into<String>, retry_after_ms: u32) -> Self {
         Rejection {
             code,

@@ -64,7 +64,7 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// The frame's type name, for logs and error messages.
+    /// Returns the frame's type name, for logs and error messages.
     pub fn kind(&self) -> &'static str {
         match self {
             Frame::Hello(_) => "Hello",
@@ -206,7 +206,7 @@ pub struct Deliver {
     pub message: Message,
 }
 
-/// The device's cursor in a conversation: it holds every message up to `seq`.
+/// The device's cursor in a conversation: it has received every message up to `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeliveryAck {
     pub conversation_id: u64,
@@ -274,7 +274,7 @@ pub enum Role {
 pub struct Member {
     pub user_id: String,
     pub role: Role,
-    /// The seq of the message that recorded the join; the member sees history from it.
+    /// The seq of the message that recorded the join, so the first one the member may read.
     pub joined_seq: u64,
 }
 
