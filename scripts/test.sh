@@ -22,6 +22,9 @@ install_packages() {
     command -v gtlsclient >/dev/null || missing+=(ngtcp2-client)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    command -v npm >/dev/null || missing+=(nodejs npm)
+    # The browser tests drive Debian's Chromium; test tools never download their own.
+    command -v chromium >/dev/null || missing+=(chromium)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         as_root apt-get update -qq
@@ -45,14 +48,25 @@ install_interop_python() {
 
 install_interop_python
 
+# The web client's build and test tools, pinned by web/package-lock.json. The page itself
+# needs none of them at run time: the edge serves the committed files.
+log "installing the web client's test tools"
+npm --prefix web ci --no-audit --no-fund --loglevel=error
+
 log "cargo fmt --check"
 cargo fmt --all --check
 
 log "generated Cap'n Proto code is current"
 cargo run --quiet -p xtask -- capnp --check
 
+log "generated web codec is current"
+npm --prefix web run --silent codec:check
+
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+log "web codec tests"
+npm --prefix web run --silent test:codec
 
 log "cargo test"
 cargo test --workspace --no-fail-fast
