@@ -3,12 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tidings_edge::{Edge, EdgeConfig, KeySource, TlsSource, TokenVerifier};
+use tidings_edge::{Edge, EdgeConfig, KeySource, TlsSource, TokenSigner, TokenVerifier};
 use tidings_relay::{OwnerHandle, Router};
 use tidings_store::{Owner, OwnerConfig};
+
+/// Users that get a development sign-in link, so a newcomer can chat between two tabs.
+const SIGN_IN_USERS: [&str; 2] = ["alice", "bob"];
+
+/// Lifetime of the tokens in the sign-in links.
+const SIGN_IN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -40,6 +47,24 @@ fn http_listen(args: &ServeArgs) -> SocketAddr {
         8080
     };
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Prints a link per development user that opens the web client signed in. The token
+/// travels in the URL fragment, which browsers never send to the server.
+fn print_sign_in_links(signer: &TokenSigner, http: SocketAddr, tls: bool) -> Result<()> {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if http.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], http.port()))
+    } else {
+        http
+    };
+    for user in SIGN_IN_USERS {
+        let token = signer
+            .sign(user, SIGN_IN_TTL)
+            .with_context(|| format!("failed to sign a token for {user}"))?;
+        println!("web client as {user}: open {scheme}://{host}/#token={token}");
+    }
+    Ok(())
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -88,6 +113,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     println!("development CA {}", tls_dir.join("ca.pem").display());
     println!("get a token: tidings token --user alice --data-dir {data_dir}");
+    if let Some(http) = edge.http_addr() {
+        let signer = TokenSigner::new(&keys).context("invalid token key")?;
+        print_sign_in_links(&signer, http, edge.http_is_tls())?;
+    }
     tracing::info!(quic = %edge.local_addr(), data_dir = %data_dir, "serving");
 
     crate::shutdown_signal().await;

@@ -1,5 +1,6 @@
 //! The TCP port: HTTP/1.1 with `/v1/ws` (the WebSocket fallback), `/healthz`, `/metrics`,
-//! `/v1/cert-hashes` and a minimal page that loads from the edge's own origin.
+//! `/v1/cert-hashes`, `/v1/client-config` and the web client (`static_files`), which
+//! loads from the edge's own origin.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,28 +9,27 @@ use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, debug_span, field, warn};
 
 use crate::endpoint::EdgeShared;
+use crate::http3::WEBTRANSPORT_PATH;
 use crate::websocket::serve_websocket;
 
 /// Path of the WebSocket endpoint.
 pub const WEBSOCKET_PATH: &str = "/v1/ws";
 
-/// The page served at `/`: it shows the URLs a browser client uses.
-const INDEX_PAGE: &str = include_str!("index.html");
-
 /// Builds the router of the TCP port.
 pub fn router(edge: Arc<EdgeShared>) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/cert-hashes", get(cert_hashes))
+        .route("/v1/client-config", get(client_config))
         .route(WEBSOCKET_PATH, get(websocket))
+        .fallback(crate::static_files::serve)
         .with_state(edge)
 }
 
@@ -55,10 +55,6 @@ pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
 }
 
-async fn index() -> Html<&'static str> {
-    Html(INDEX_PAGE)
-}
-
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -73,6 +69,40 @@ async fn cert_hashes(State(edge): State<Arc<EdgeShared>>) -> Response {
     let hashes = edge.certs.published_hashes();
     let headers = [(header::CACHE_CONTROL, "no-store")];
     (headers, axum::Json(hashes)).into_response()
+}
+
+/// Endpoints of this edge for a browser on its HTTP origin, read by the web client.
+#[derive(Debug, serde::Serialize)]
+struct ClientConfig {
+    /// UDP port of WebTransport on the page's host; `null` when the edge cannot tell.
+    webtransport_port: Option<u16>,
+    webtransport_path: &'static str,
+    websocket_path: &'static str,
+}
+
+async fn client_config(State(edge): State<Arc<EdgeShared>>) -> Response {
+    let config = ClientConfig {
+        webtransport_port: quic_port(&edge),
+        webtransport_path: WEBTRANSPORT_PATH,
+        websocket_path: WEBSOCKET_PATH,
+    };
+    let headers = [(header::CACHE_CONTROL, "no-store")];
+    (headers, axum::Json(config)).into_response()
+}
+
+/// Returns this edge's QUIC port: the configured one, or for port 0 the bound port, which
+/// the edge announces as the one public edge that is not another edge of the cluster.
+fn quic_port(edge: &EdgeShared) -> Option<u16> {
+    let configured = edge.config.listen.port();
+    if configured != 0 {
+        return Some(configured);
+    }
+    edge.config
+        .public_edges
+        .iter()
+        .find(|public| !edge.other_edges.contains(public))
+        .and_then(|own| own.parse::<SocketAddr>().ok())
+        .map(|own| own.port())
 }
 
 async fn websocket(

@@ -38,6 +38,7 @@ mod receipts;
 mod registry;
 mod session;
 mod stamp;
+pub mod static_files;
 mod streams;
 pub mod tls;
 pub mod typing;
