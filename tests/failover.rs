@@ -674,3 +674,142 @@ async fn killed_owner_loses_nothing() -> Result<()> {
     eprintln!("owner kill: {} messages verified", all.len());
     Ok(())
 }
+
+/// An owner process started with the test-only `TIDINGS_TEST_HOLD_FANOUT_PREFIX`: it
+/// commits and acknowledges messages whose body starts with [`HELD`] but never publishes
+/// them, as if it crashed between its commit and its fan-out.
+struct HoldingOwner {
+    child: std::process::Child,
+}
+
+/// Body prefix of the messages a [`HoldingOwner`] does not publish.
+const HELD: &str = "held:";
+
+impl HoldingOwner {
+    fn start(cluster: &Cluster, index: usize) -> Result<HoldingOwner> {
+        use std::io::BufRead;
+
+        let mut child = Command::new(tidings_bin())
+            .args(["owner", "--cluster"])
+            .arg(&cluster.cluster_file)
+            .args(["--node", &cluster.owner_ids[index]])
+            .env(tidings_store::HOLD_FANOUT_PREFIX_ENV, HELD)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("failed to start the holding owner")?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                eprintln!("[holding owner] {line}");
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .context("holding owner did not print its mesh address in time")?;
+            if line.starts_with("mesh listening on") {
+                return Ok(HoldingOwner { child });
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HoldingOwner {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Messages acknowledged by an owner that crashed before its fan-out reached the edges
+/// must still reach the connected devices after the owner restarts, although nothing more
+/// is sent to the conversation and the devices never reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_conversation_completes_after_owner_kill() -> Result<()> {
+    const HELD_SENDS: usize = 5;
+
+    let dir = tempfile::tempdir()?;
+    let mut cluster = Cluster::start(dir.path())?;
+    let admin = cluster.connect("ann", "ann-admin", 0).await?;
+    let mut readers = Vec::new();
+    for (user, edge) in [("cat", 0), ("dan", 1)] {
+        let client = cluster
+            .connect(user, &format!("{user}-phone"), edge)
+            .await?;
+        readers.push(Reader::start(&format!("{user}-phone"), client)?);
+    }
+    let victim = 0;
+    let mut group = None;
+    for _ in 0..40 {
+        let candidate = warm_group(&admin, &["ann", "cat", "dan"], &mut readers).await?;
+        if cluster.owner_of(candidate)? == victim {
+            group = Some(candidate);
+            break;
+        }
+    }
+    let group = group.context("40 groups did not land on owner-1")?;
+    let sessions: Vec<u64> = readers
+        .iter()
+        .map(|r| r.client.welcome().session_id)
+        .collect();
+
+    cluster.kill_owner(victim);
+    let mut holding = HoldingOwner::start(&cluster, victim)?;
+    let mut held = Vec::new();
+    for n in 0..HELD_SENDS {
+        held.push(admin.send(group, format!("{HELD} {n}")).await?.seq);
+    }
+    for reader in &readers {
+        let received = reader.received.borrow();
+        let seqs = received.get(&group).map(Vec::as_slice).unwrap_or(&[]);
+        ensure!(
+            !held.iter().any(|seq| seqs.contains(seq)),
+            "{} received a held message before the crash",
+            reader.name
+        );
+    }
+
+    holding.kill();
+    let restarted = Instant::now();
+    cluster.start_owner(victim)?;
+    let last = *held.last().context("no held send")?;
+    for reader in &mut readers {
+        reader.wait_for(group, last).await?;
+        reader.check(group, &held)?;
+    }
+    eprintln!(
+        "quiet conversation: {HELD_SENDS} held messages reached both devices {:?} after \
+         the owner restart",
+        restarted.elapsed()
+    );
+    for (reader, session) in readers.iter().zip(sessions) {
+        ensure!(
+            reader.client.welcome().session_id == session,
+            "{} reconnected, so the messages may have come from its catch-up",
+            reader.name
+        );
+        ensure!(
+            reader.client.is_connected(),
+            "{} is not connected",
+            reader.name
+        );
+    }
+    Ok(())
+}

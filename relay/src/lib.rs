@@ -10,6 +10,7 @@
 //! owner-to-owner calls (inbox rows of users homed on another owner).
 
 pub mod cluster;
+mod edge_positions;
 pub mod handle;
 pub mod mesh_tls;
 pub mod peers;
@@ -18,6 +19,8 @@ pub mod placement_record;
 pub mod router;
 pub mod rpc;
 mod rpc_client;
+#[cfg(test)]
+mod rpc_replay_tests;
 mod rpc_server;
 #[cfg(test)]
 mod rpc_tests;

@@ -23,8 +23,10 @@ use futures::io::{BufReader, BufWriter};
 use tidings_schema::ErrorCode;
 use tidings_schema::Rejection;
 use tidings_schema::frame::ConversationInfo;
-use tidings_schema::mesh::{Delivery, InboxUpdate, OwnerReply, OwnerRequest, Registration};
-use tidings_store::Owner;
+use tidings_schema::mesh::{
+    Delivery, InboxUpdate, LogPosition, OwnerReply, OwnerRequest, Registration,
+};
+use tidings_store::{EdgeAttachment, Owner};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
@@ -55,6 +57,17 @@ pub trait OwnerService: Send + Sync + 'static {
 
     /// Registers an edge for fan-out, as [`Owner::attach_edge`] does.
     fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>>;
+
+    /// Registers an edge for fan-out and replays what it missed after `positions`, as
+    /// [`Owner::attach_edge_at`] does. An owner without a delivery log attaches live only.
+    fn attach_edge_at(&self, edge_id: &str, positions: &[LogPosition]) -> EdgeAttachment {
+        let _ = positions;
+        EdgeAttachment {
+            deliveries: self.attach_edge(edge_id),
+            start: Vec::new(),
+            lost: Vec::new(),
+        }
+    }
 
     /// Records which users an edge serves, as [`Owner::register_edge_users`] does. It runs
     /// before the RPC method returns, so registrations apply in the order they were sent.
@@ -91,6 +104,10 @@ impl OwnerService for Owner {
 
     fn attach_edge(&self, edge_id: &str) -> mpsc::Receiver<Arc<Delivery>> {
         Owner::attach_edge(self, edge_id)
+    }
+
+    fn attach_edge_at(&self, edge_id: &str, positions: &[LogPosition]) -> EdgeAttachment {
+        Owner::attach_edge_at(self, edge_id, positions)
     }
 
     fn register_users(&self, registration: &Registration) {

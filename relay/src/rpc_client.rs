@@ -13,16 +13,19 @@ use capnp_rpc::rpc_twoparty_capnp::Side;
 use rand::Rng;
 use tidings_schema::frame::ConversationInfo;
 use tidings_schema::generated::mesh_capnp::{edge_sink, owner, owner_v1};
-use tidings_schema::mesh::{Delivery, InboxUpdate, OwnerReply, OwnerRequest, Registration};
+use tidings_schema::mesh::{
+    Delivery, InboxUpdate, LogPosition, OwnerReply, OwnerRequest, Registration,
+};
 use tidings_schema::mesh_codec::{
-    MESH_PROTOCOL_VERSION, read_call_result, read_deliveries, write_inbox_updates,
-    write_owner_request, write_registration,
+    MESH_PROTOCOL_VERSION, read_call_result, read_deliveries, read_log_positions,
+    write_inbox_updates, write_log_positions, write_owner_request, write_registration,
 };
 use tidings_schema::{ErrorCode, Rejection};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::edge_positions::EdgePositions;
 use crate::mesh_tls::{self, MeshTls};
 use crate::rpc::{spawn_rpc_thread, vat_network};
 
@@ -132,7 +135,9 @@ type DeliverySlot = Arc<Mutex<mpsc::Sender<Arc<Delivery>>>>;
 /// The connection runs on its own thread, connects in the background and reconnects
 /// with exponential backoff and full jitter. Every (re)connect registers this edge for
 /// fan-out, so the receiver from [`RemoteOwner::attach_edge`] keeps receiving across
-/// reconnects. Deliveries sent while the connection is down are not replayed here.
+/// reconnects. Each attach carries the delivery log positions this edge received, and the
+/// owner replays the messages after them, so fan-out cut short by an owner crash or a
+/// closed queue is completed; duplicates are possible and devices drop them by seq.
 #[derive(Clone)]
 pub struct RemoteOwner {
     shared: Arc<Shared>,
@@ -149,6 +154,7 @@ struct Shared {
     unclaimed: Mutex<Option<mpsc::Receiver<Arc<Delivery>>>>,
     attach_requested: Arc<Notify>,
     source: SourceSlot,
+    positions: Arc<EdgePositions>,
 }
 
 impl RemoteOwner {
@@ -174,6 +180,7 @@ impl RemoteOwner {
         let deliveries: DeliverySlot = Arc::new(Mutex::new(deliveries_tx));
         let attach_requested = Arc::new(Notify::new());
         let source: SourceSlot = Arc::new(Mutex::new(None));
+        let positions = Arc::new(EdgePositions::default());
         if config.tls.is_some() {
             let name = config.server_name.as_deref().unwrap_or_default();
             mesh_tls::server_name(name).map_err(io::Error::other)?;
@@ -187,6 +194,7 @@ impl RemoteOwner {
             deliveries: deliveries.clone(),
             attach_requested: attach_requested.clone(),
             source: source.clone(),
+            positions: positions.clone(),
         };
         spawn_rpc_thread("tidings-mesh-edge", move || connector.run(calls_rx))?;
 
@@ -202,6 +210,7 @@ impl RemoteOwner {
                 unclaimed: Mutex::new(Some(deliveries_rx)),
                 attach_requested,
                 source,
+                positions,
             }),
         })
     }
@@ -209,6 +218,12 @@ impl RemoteOwner {
     /// Returns the owner's mesh address.
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
+    }
+
+    /// Returns the last delivery log position this edge received from each of the owner's
+    /// storage files; they are sent with every attach so the owner replays what it missed.
+    pub fn delivery_positions(&self) -> Vec<LogPosition> {
+        self.shared.positions.snapshot()
     }
 
     /// Returns whether the connection to the owner is up right now.
@@ -437,6 +452,7 @@ struct Connector {
     deliveries: DeliverySlot,
     attach_requested: Arc<Notify>,
     source: SourceSlot,
+    positions: Arc<EdgePositions>,
 }
 
 impl Connector {
@@ -560,6 +576,7 @@ impl Connector {
             reattach: reattach_tx,
             generation: Rc::new(Cell::new(0)),
             source: self.source.clone(),
+            positions: self.positions.clone(),
         };
         if self.config.fan_out {
             attacher.attach().await?;
@@ -658,6 +675,7 @@ struct Attacher {
     /// Generation of the latest sink, so that a detach of a replaced sink is ignored.
     generation: Rc<Cell<u64>>,
     source: SourceSlot,
+    positions: Arc<EdgePositions>,
 }
 
 impl Attacher {
@@ -670,10 +688,16 @@ impl Attacher {
             reattach: self.reattach.clone(),
             generation,
             latest: self.generation.clone(),
+            positions: self.positions.clone(),
         });
         let mut attach = self.owner.attach_edge_request();
         attach.get().set_edge_id(self.edge_id.as_str());
         attach.get().set_sink(sink);
+        let positions = self.positions.snapshot();
+        write_log_positions(
+            attach.get().init_positions(positions.len() as u32),
+            &positions,
+        );
         let attached = attach.send().promise;
 
         // NOTE: the set is read and its request queued in one step with no await in
@@ -696,7 +720,19 @@ impl Attacher {
             request.send().promise
         });
 
-        attached.await?;
+        let attached = attached.await?;
+        let attached = attached.get()?;
+        let start = read_log_positions(attached.get_start()?);
+        let lost: Vec<u16> = attached.get_lost()?.iter().collect();
+        if !lost.is_empty() {
+            warn!(
+                edge_id = self.edge_id,
+                files = ?lost,
+                "owner lost this edge's delivery positions (store replaced or log trimmed); \
+                 messages missed meanwhile reach devices only when they reconnect"
+            );
+        }
+        self.positions.adopt_start(&start, &lost);
         if let Some(registered) = registered {
             registered.await?;
         }
@@ -801,6 +837,7 @@ struct EdgeSink {
     reattach: mpsc::UnboundedSender<()>,
     generation: u64,
     latest: Rc<Cell<u64>>,
+    positions: Arc<EdgePositions>,
 }
 
 impl edge_sink::Server for EdgeSink {
@@ -821,10 +858,14 @@ impl edge_sink::Server for EdgeSink {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             for delivery in batch {
+                let position = delivery.position;
                 // A full queue delays this reply, which slows the owner down.
                 sender.send(Arc::new(delivery)).await.map_err(|_| {
                     capnp::Error::failed("the edge dropped its delivery receiver".to_string())
                 })?;
+                if let Some(position) = position {
+                    self.positions.record(position);
+                }
             }
             Ok(())
         }

@@ -13,8 +13,8 @@ use tidings_schema::Rejection;
 use tidings_schema::generated::mesh_capnp::{edge_sink, owner, owner_v1};
 use tidings_schema::mesh::{Delivery, OwnerReply};
 use tidings_schema::mesh_codec::{
-    MESH_PROTOCOL_VERSION, read_inbox_updates, read_owner_request, read_registration,
-    write_call_result, write_deliveries,
+    MESH_PROTOCOL_VERSION, read_inbox_updates, read_log_positions, read_owner_request,
+    read_registration, write_call_result, write_deliveries, write_log_positions,
 };
 use tidings_store::Owner;
 use tokio::net::{TcpListener, TcpStream};
@@ -294,19 +294,37 @@ impl owner_v1::Server for OwnerV1 {
     fn attach_edge(
         self: Rc<Self>,
         params: owner_v1::AttachEdgeParams,
-        _results: owner_v1::AttachEdgeResults,
+        mut results: owner_v1::AttachEdgeResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         let attach = params.get().and_then(|params| {
             let edge_id = params.get_edge_id()?.to_str()?.to_owned();
-            Ok((edge_id, params.get_sink()?))
+            // An edge older than the delivery log sends no positions.
+            let positions = match params.has_positions() {
+                true => read_log_positions(params.get_positions()?),
+                false => Vec::new(),
+            };
+            Ok((edge_id, params.get_sink()?, positions))
         });
         async move {
-            let (edge_id, sink) = attach?;
-            let deliveries = self.context.service.attach_edge(&edge_id);
-            info!(edge_id, peer = %self.context.peer, "edge attached for fan-out");
+            let (edge_id, sink, positions) = attach?;
+            let attached = self.context.service.attach_edge_at(&edge_id, &positions);
+            info!(
+                edge_id,
+                peer = %self.context.peer,
+                positions = ?positions,
+                lost = ?attached.lost,
+                "edge attached for fan-out"
+            );
+            let mut out = results.get();
+            let start = out.reborrow().init_start(attached.start.len() as u32);
+            write_log_positions(start, &attached.start);
+            let mut lost = out.init_lost(attached.lost.len() as u32);
+            for (index, file) in attached.lost.iter().enumerate() {
+                lost.set(index as u32, *file);
+            }
             tokio::task::spawn_local(forward_deliveries(
                 edge_id,
-                deliveries,
+                attached.deliveries,
                 sink,
                 self.context.closed.clone(),
             ));

@@ -151,6 +151,7 @@ fn delivery(seq: u64) -> Delivery {
         receipt: None,
         presence: Vec::new(),
         presence_snapshot: false,
+        position: None,
     }
 }
 

@@ -189,6 +189,19 @@ struct Delivery {
   presenceSnapshot @5 :Bool;
   # Set on the first delivery after an edge attaches: `presence` then replaces all
   # presence the edge holds for users whose home shard is on this owner.
+  position @6 :LogPosition;
+  # Set on message deliveries: where the message sits in the owner's delivery log. Unset
+  # on receipt and presence deliveries.
+}
+
+struct LogPosition {
+  # An entry of the delivery log of one storage file of an owner.
+  file @0 :UInt16;
+  # Index of the storage file.
+  epoch @1 :UInt64;
+  # Random id written when the file was created; a new value means a new, empty log.
+  offset @2 :UInt64;
+  # Dense, starting at 1. As an edge position: every entry up to this one was received.
 }
 
 interface Owner {
@@ -203,10 +216,18 @@ interface OwnerV1 {
   # Carries out one request. A rejection by the owner is a `CallResult.rejection`, not
   # an RPC error; an RPC error means the mesh itself failed.
 
-  attachEdge @1 (edgeId :Text, sink :EdgeSink) -> ();
+  attachEdge @1 (edgeId :Text, sink :EdgeSink, positions :List(LogPosition))
+              -> (start :List(LogPosition), lost :List(UInt16));
   # Registers an edge for fan-out. The owner pushes deliveries to `sink` until a
   # `deliver` call fails or the connection closes. A later attach with the same edge id
   # replaces this one.
+  #
+  # `positions` are the last log entries the edge received from this owner, one per
+  # storage file. The owner first replays every later entry of those logs, then live
+  # deliveries; duplicates are possible and devices drop them by seq. `start` is the end
+  # of each file's log at the attach, which an edge without a position for a file adopts.
+  # `lost` lists the files whose position could not be served (another epoch, or entries
+  # already trimmed); devices of those files catch up from history when they reconnect.
 
   registerUsers @2 (edgeId :Text, replace :Bool, added :List(Text), removed :List(Text),
                     leaseMs :UInt32) -> ();

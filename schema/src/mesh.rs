@@ -175,6 +175,25 @@ pub struct Delivery {
     /// Whether `presence` replaces all presence the edge keeps for users whose home shard
     /// is on this owner. Set on the first delivery after the edge attaches.
     pub presence_snapshot: bool,
+    /// Where a message sits in the owner's delivery log; `None` for receipt and presence
+    /// deliveries, and for messages from an owner without a delivery log.
+    pub position: Option<LogPosition>,
+}
+
+/// An entry of the delivery log of one storage file of an owner.
+///
+/// Each storage file numbers the messages it commits with dense offsets from 1. An edge
+/// keeps the highest position it received per file and hands the positions back when it
+/// attaches again, so the owner can replay what the edge missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    /// Index of the storage file on the owner.
+    pub file: u16,
+    /// Random id of the file's log, written when the file was created. Offsets of another
+    /// epoch belong to a different log, for example after the data was wiped.
+    pub epoch: u64,
+    /// Offset of the entry; 0 stands for "before the first entry".
+    pub offset: u64,
 }
 
 /// What an [`InboxUpdate`] does to the inbox row.

@@ -16,8 +16,8 @@ use crate::codec::{
 use crate::error::{ErrorCode, Rejection};
 use crate::generated::mesh_capnp as wire;
 use crate::mesh::{
-    Delivery, InboxChange, InboxUpdate, LastSeenRow, OwnerReply, OwnerRequest, PresenceReport,
-    Registration, SendRequest, Stamp,
+    Delivery, InboxChange, InboxUpdate, LastSeenRow, LogPosition, OwnerReply, OwnerRequest,
+    PresenceReport, Registration, SendRequest, Stamp,
 };
 use crate::presence_codec;
 use crate::receipt_codec as receipt;
@@ -375,8 +375,44 @@ pub fn write_delivery(mut out: wire::delivery::Builder<'_>, delivery: &Delivery)
             .init_presence(list_len(delivery.presence.len()));
         presence_codec::write_entries(entries, &delivery.presence);
     }
+    if let Some(position) = &delivery.position {
+        write_log_position(out.reborrow().init_position(), position);
+    }
     let recipients = out.init_recipients(list_len(delivery.recipients.len()));
     write_texts(recipients, &delivery.recipients);
+}
+
+/// Writes one delivery log position.
+pub fn write_log_position(mut out: wire::log_position::Builder<'_>, position: &LogPosition) {
+    out.set_file(position.file);
+    out.set_epoch(position.epoch);
+    out.set_offset(position.offset);
+}
+
+/// Reads one delivery log position.
+pub fn read_log_position(position: wire::log_position::Reader<'_>) -> LogPosition {
+    LogPosition {
+        file: position.get_file(),
+        epoch: position.get_epoch(),
+        offset: position.get_offset(),
+    }
+}
+
+/// Writes delivery log positions into a list that has room for exactly `positions.len()`.
+pub fn write_log_positions(
+    mut out: struct_list::Builder<'_, wire::log_position::Owned>,
+    positions: &[LogPosition],
+) {
+    for (index, position) in positions.iter().enumerate() {
+        write_log_position(out.reborrow().get(index as u32), position);
+    }
+}
+
+/// Reads a list of delivery log positions.
+pub fn read_log_positions(
+    positions: struct_list::Reader<'_, wire::log_position::Owned>,
+) -> Vec<LogPosition> {
+    positions.iter().map(read_log_position).collect()
 }
 
 /// Reads one `mesh.capnp` `Delivery`.
@@ -391,6 +427,10 @@ pub fn read_delivery(delivery: wire::delivery::Reader<'_>) -> capnp::Result<Deli
         },
         presence: presence_codec::read_entries(delivery.get_presence()?)?,
         presence_snapshot: delivery.get_presence_snapshot(),
+        position: match delivery.has_position() {
+            true => Some(read_log_position(delivery.get_position()?)),
+            false => None,
+        },
     })
 }
 

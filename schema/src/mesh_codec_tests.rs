@@ -241,6 +241,11 @@ fn deliveries_round_trip() {
             receipt: None,
             presence: Vec::new(),
             presence_snapshot: false,
+            position: Some(LogPosition {
+                file: 3,
+                epoch: u64::MAX - 5,
+                offset: 70_000,
+            }),
         },
         Delivery {
             message: message(2),
@@ -249,6 +254,7 @@ fn deliveries_round_trip() {
             receipt: None,
             presence: Vec::new(),
             presence_snapshot: false,
+            position: None,
         },
         Delivery {
             message: Message::default(),
@@ -266,6 +272,7 @@ fn deliveries_round_trip() {
             }),
             presence: Vec::new(),
             presence_snapshot: false,
+            position: None,
         },
         Delivery {
             message: Message::default(),
@@ -277,6 +284,7 @@ fn deliveries_round_trip() {
                 presence_entry("erin", PresenceState::Offline),
             ],
             presence_snapshot: true,
+            position: None,
         },
     ];
     let mut message = Builder::new_default();
@@ -356,4 +364,26 @@ fn registration_round_trip() {
     let reader = through_wire(&message);
     let decoded = read_registration(reader.get_root().unwrap()).unwrap();
     assert_eq!(decoded, registration);
+}
+
+#[test]
+fn log_positions_round_trip() {
+    let positions = vec![
+        LogPosition {
+            file: 0,
+            epoch: 1,
+            offset: 0,
+        },
+        LogPosition {
+            file: u16::MAX,
+            epoch: u64::MAX,
+            offset: u64::MAX,
+        },
+    ];
+    let mut message = Builder::new_default();
+    let list = message.initn_root(positions.len() as u32);
+    write_log_positions(list, &positions);
+
+    let reader = through_wire(&message);
+    assert_eq!(read_log_positions(reader.get_root().unwrap()), positions);
 }

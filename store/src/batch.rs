@@ -2,6 +2,7 @@
 //! it has loaded, and the effects (deliveries, inbox updates) released after its commit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 use tidings_schema::frame::{Limits, Message, MessageKind};
@@ -9,6 +10,7 @@ use tidings_schema::mesh::{Delivery, OwnerReply, OwnerRequest, Stamp};
 use tidings_schema::{ErrorCode, Rejection};
 
 use crate::cluster::ShardMap;
+use crate::delivery_log::{DELIVERY_LOG, LogAppend, LogCursor};
 use crate::error::StorageError;
 use crate::inbox::{InboxOp, InboxRoutes};
 use crate::last_seen::{LAST_SEEN, LastSeenOp};
@@ -34,6 +36,8 @@ pub(crate) struct WriterContext {
     pub shards: ShardMap,
     pub limits: Limits,
     pub idempotency_window_ms: u64,
+    /// The delivery log of this file; the batch appends its messages to it.
+    pub log: Arc<LogCursor>,
 }
 
 /// A request a writer carries out inside its batch.
@@ -80,6 +84,7 @@ pub(crate) struct Tables<'txn> {
     pub inbox_log: Table<'txn, (u16, &'static str, u64), u64>,
     pub inbox_meta: Table<'txn, (u16, &'static str, u64), &'static [u8]>,
     pub last_seen: Table<'txn, (u16, &'static str), (u64, bool)>,
+    pub delivery_log: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -94,6 +99,7 @@ impl<'txn> Tables<'txn> {
             inbox_log: txn.open_table(INBOX_LOG)?,
             inbox_meta: txn.open_table(INBOX_META)?,
             last_seen: txn.open_table(LAST_SEEN)?,
+            delivery_log: txn.open_table(DELIVERY_LOG)?,
         })
     }
 }
@@ -253,8 +259,8 @@ impl<'a, 'txn> Batch<'a, 'txn> {
     }
 
     /// Writes the batch's remaining rows: conversation rows, inbox advances for users
-    /// homed in this file, and one chunk of expired idempotency keys. Returns the inbox
-    /// advances for users homed in other files.
+    /// homed in this file, one chunk of expired idempotency keys and the delivery log
+    /// entries of its messages. Returns the inbox advances for users homed in other files.
     pub(crate) fn finish(mut self) -> StoreResult<Finished> {
         for (conversation_id, cached) in &self.conversations {
             if let (true, Some(record)) = (cached.dirty, &cached.record) {
@@ -267,9 +273,23 @@ impl<'a, 'txn> Batch<'a, 'txn> {
 
         let remote_advances = self.advance_inboxes()?;
         self.sweep_idempotency()?;
+
+        let rows: HashMap<u64, &ConversationRecord> = self
+            .conversations
+            .iter()
+            .filter_map(|(id, cached)| cached.record.as_ref().map(|record| (*id, record)))
+            .collect();
+        let log = crate::delivery_log::append(
+            &mut self.tables.delivery_log,
+            &self.ctx.log,
+            &mut self.deliveries,
+            &rows,
+            crate::delivery_log::LOG_RETENTION,
+        )?;
         Ok(Finished {
             deliveries: self.deliveries,
             remote_advances,
+            log,
         })
     }
 
@@ -301,8 +321,11 @@ impl<'a, 'txn> Batch<'a, 'txn> {
 
 /// Effects of a batch, released only after its commit.
 pub(crate) struct Finished {
+    /// Message deliveries carry their delivery log position.
     pub deliveries: Vec<Delivery>,
     pub remote_advances: InboxRoutes,
+    /// The delivery log's range after the commit.
+    pub log: LogAppend,
 }
 
 pub(crate) fn not_member(user: &str, conversation_id: u64) -> Rejection {

@@ -118,6 +118,15 @@ impl Fanout {
         }
     }
 
+    /// Returns the copy of a replayed delivery for `edge_id`, cut down to its registered
+    /// users as [`Fanout::publish`] does, or `None` when no recipient is registered there.
+    pub(crate) fn copy_for(&self, edge_id: &str, delivery: Arc<Delivery>) -> Option<Arc<Delivery>> {
+        match self.lock().registrations.get(edge_id) {
+            None => Some(delivery),
+            Some(registered) => for_edge(&delivery, &registered.users),
+        }
+    }
+
     /// Returns the ids of the edges with a delivery queue.
     pub(crate) fn attached_edges(&self) -> Vec<String> {
         self.lock().queues.keys().cloned().collect()
@@ -143,6 +152,7 @@ impl Fanout {
                 receipt: None,
                 presence: entries,
                 presence_snapshot: snapshot,
+                position: None,
             });
             if !self.offer(&edge_id, queue, delivery) {
                 state.queues.remove(&edge_id);
@@ -220,6 +230,7 @@ fn for_edge(delivery: &Delivery, users: &HashSet<String>) -> Option<Arc<Delivery
         receipt: delivery.receipt.clone(),
         presence: delivery.presence.clone(),
         presence_snapshot: delivery.presence_snapshot,
+        position: delivery.position,
     }))
 }
 
@@ -238,6 +249,7 @@ mod tests {
             receipt: None,
             presence: Vec::new(),
             presence_snapshot: false,
+            position: None,
         }
     }
 

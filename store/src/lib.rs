@@ -14,11 +14,13 @@
 //! Module map: `tables` (key layout and placement), `record` (binary encoding),
 //! `writer` (group commit), `batch`, `send`, `membership`, `inbox`, `idempotency`
 //! (the write path per concept), `read` (history and conversation list), `fanout`,
+//! `delivery_log` (replay of fan-out after a restart or an overflow),
 //! `layout` (data directory), [`bench`] (storage benchmarks).
 
 mod batch;
 pub mod bench;
 pub mod cluster;
+mod delivery_log;
 mod error;
 mod fanout;
 mod idempotency;
@@ -39,8 +41,11 @@ mod validate;
 mod writer;
 
 pub use cluster::{ClusterView, OwnerPeers, PeerFuture, ShardHolder, ShardMap};
+pub use delivery_log::LOG_RETENTION;
 pub use fanout::EDGE_QUEUE_CAPACITY;
-pub use owner::{MIN_IDEMPOTENCY_WINDOW, OpenError, Owner, OwnerConfig};
+pub use owner::{
+    EdgeAttachment, HOLD_FANOUT_PREFIX_ENV, MIN_IDEMPOTENCY_WINDOW, OpenError, Owner, OwnerConfig,
+};
 pub use read::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, PAGE_BODY_BUDGET};
 pub use receipts_read::{DEFAULT_GAP_LIMIT, DEFAULT_INBOX_LIMIT, MAX_GAP_LIMIT, MAX_INBOX_LIMIT};
 pub use validate::{MAX_CLIENT_MSG_ID_BYTES, MAX_GROUP_NAME_BYTES};

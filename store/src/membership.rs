@@ -219,6 +219,7 @@ impl Batch<'_, '_> {
             receipt: None,
             presence: Vec::new(),
             presence_snapshot: false,
+            position: None,
         });
         Ok(seq)
     }

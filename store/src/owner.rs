@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{OpOutcome, WriteOp, WriterContext};
 use crate::cluster::{ClusterView, OwnerPeers, ShardHolder, ShardMap};
+use crate::delivery_log::LogCursor;
 use crate::fanout::{EDGE_QUEUE_CAPACITY, Fanout};
 use crate::inbox::{InboxOp, InboxRoutes, InboxTarget};
 use crate::last_seen::{LAST_SEEN, LastSeenOp};
@@ -27,6 +28,13 @@ use crate::{layout, read, validate};
 
 #[path = "owner_sync.rs"]
 mod sync;
+
+#[path = "owner_replay.rs"]
+mod replay;
+pub use replay::EdgeAttachment;
+
+/// Environment variable that sets [`OwnerConfig::test_hold_fanout_prefix`]. Test-only.
+pub const HOLD_FANOUT_PREFIX_ENV: &str = "TIDINGS_TEST_HOLD_FANOUT_PREFIX";
 
 /// Shortest idempotency window the owner accepts: clients may retry for a day.
 pub const MIN_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -53,6 +61,11 @@ pub struct OwnerConfig {
     pub idempotency_window: Duration,
     /// Message size and group size limits.
     pub limits: Limits,
+    /// Test-only: messages whose body starts with this prefix are committed and logged but
+    /// never published live, as if the owner crashed between commit and fan-out. Only a
+    /// replay of the delivery log delivers them. [`OwnerConfig::new`] reads it from the
+    /// `TIDINGS_TEST_HOLD_FANOUT_PREFIX` environment variable; leave it unset in production.
+    pub test_hold_fanout_prefix: Option<String>,
 }
 
 impl OwnerConfig {
@@ -64,6 +77,9 @@ impl OwnerConfig {
             batch_deadline: Duration::from_millis(2),
             idempotency_window: Duration::from_secs(48 * 3600),
             limits: Limits::default(),
+            test_hold_fanout_prefix: std::env::var(HOLD_FANOUT_PREFIX_ENV)
+                .ok()
+                .filter(|prefix| !prefix.is_empty()),
         }
     }
 }
@@ -110,6 +126,10 @@ pub struct Owner {
     shards: ShardMap,
     peers: Option<Arc<dyn OwnerPeers>>,
     databases: Vec<Arc<Database>>,
+    /// The delivery log of each storage file, by file index.
+    logs: Vec<Arc<LogCursor>>,
+    /// Runtime that runs edge replays; the one `open` was called in, when there was one.
+    runtime: Option<tokio::runtime::Handle>,
     writers: Vec<WriterHandle>,
     fanout: Arc<Fanout>,
     presence: Mutex<PresenceBoard>,
@@ -138,9 +158,19 @@ impl Owner {
         let peer_inbox = owner_peers.clone().map(crate::inbox_forward::start);
         layout::prepare(&config.data_dir, config.storage_shards)?;
 
-        let databases = (0..usize::from(config.storage_shards))
-            .map(|index| open_database(&config, index).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (databases, logs): (Vec<_>, Vec<_>) = (0..usize::from(config.storage_shards))
+            .map(|index| open_database(&config, index))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|(db, log)| (Arc::new(db), Arc::new(log)))
+            .unzip();
+        if let Some(prefix) = &config.test_hold_fanout_prefix {
+            tracing::warn!(
+                prefix_bytes = prefix.len(),
+                "test-only setting {HOLD_FANOUT_PREFIX_ENV} is set: some messages are not \
+                 published live"
+            );
+        }
 
         let placement = Placement::new(config.storage_shards);
         let fanout = Arc::new(Fanout::new(EDGE_QUEUE_CAPACITY));
@@ -168,6 +198,7 @@ impl Owner {
                     shards: shards.clone(),
                     limits: config.limits,
                     idempotency_window_ms: config.idempotency_window.as_millis() as u64,
+                    log: Arc::clone(&logs[file]),
                 },
                 settings,
                 db: Arc::clone(&databases[file]),
@@ -176,6 +207,7 @@ impl Owner {
                 peer_inbox: peer_inbox.clone(),
                 fanout: Arc::clone(&fanout),
                 commits: Arc::clone(&commits),
+                hold_fanout_prefix: config.test_hold_fanout_prefix.clone(),
             };
             let handle = writer.spawn(sender).map_err(|source| OpenError::Io {
                 path: layout::shard_path(&config.data_dir, file),
@@ -196,6 +228,8 @@ impl Owner {
             shards,
             peers: owner_peers,
             databases,
+            logs,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             writers,
             fanout,
             presence: Mutex::new(PresenceBoard::default()),
@@ -589,8 +623,9 @@ fn check_config(config: &OwnerConfig) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Opens one storage file and creates its tables, so read transactions find them.
-fn open_database(config: &OwnerConfig, index: usize) -> Result<Database, OpenError> {
+/// Opens one storage file and creates its tables, so read transactions find them, and
+/// opens its delivery log.
+fn open_database(config: &OwnerConfig, index: usize) -> Result<(Database, LogCursor), OpenError> {
     let path = layout::shard_path(&config.data_dir, index);
     let database_error = |source: redb::Error| OpenError::Database {
         path: path.clone(),
@@ -613,8 +648,10 @@ fn open_database(config: &OwnerConfig, index: usize) -> Result<Database, OpenErr
         open(txn.open_table(INBOX_META).map(drop)).map_err(database_error)?;
         open(txn.open_table(LAST_SEEN).map(drop)).map_err(database_error)?;
     }
+    let file = u16::try_from(index).expect("storage_shards is a u16");
+    let log = LogCursor::open(&txn, file).map_err(database_error)?;
     txn.commit().map_err(|error| database_error(error.into()))?;
-    Ok(db)
+    Ok((db, log))
 }
 
 /// Runs a read on tokio's blocking pool and maps storage failures to rejections.

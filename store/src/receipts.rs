@@ -219,6 +219,7 @@ impl Batch<'_, '_> {
             receipt: Some(update),
             presence: Vec::new(),
             presence_snapshot: false,
+            position: None,
         });
         Ok(())
     }

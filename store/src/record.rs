@@ -15,6 +15,10 @@ const VERSION: u8 = 1;
 mod receipt_record;
 pub(crate) use receipt_record::{InboxMeta, ReceiptRecord};
 
+#[path = "log_record.rs"]
+mod log_record;
+pub(crate) use log_record::LogRecord;
+
 /// Error from decoding a stored record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -122,6 +126,10 @@ impl<'a> Decoder<'a> {
         let bytes = self.bytes(field)?;
         let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })?;
         Ok(text.to_owned())
+    }
+
+    fn remaining(&self) -> usize {
+        self.rest.len()
     }
 
     fn finish(self) -> Result<(), DecodeError> {

@@ -81,6 +81,7 @@ impl Batch<'_, '_> {
             receipt: None,
             presence: Vec::new(),
             presence_snapshot: false,
+            position: None,
         });
         self.put_conversation(conversation_id, record);
         Ok(Ok(OpOutcome {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability};
 use tidings_schema::Rejection;
+use tidings_schema::mesh::Delivery;
 use tokio::sync::oneshot;
 
 use crate::batch::{Batch, Finished, OpOutcome, StoreResult, Tables, WriteOp, WriterContext};
@@ -80,6 +81,9 @@ pub(crate) struct Writer {
     pub fanout: Arc<Fanout>,
     /// Count of successful commits across the owner's writers.
     pub commits: Arc<AtomicU64>,
+    /// Test-only: messages whose body starts with this prefix are committed and logged
+    /// but not published, as if the owner crashed between its commit and its fan-out.
+    pub hold_fanout_prefix: Option<String>,
 }
 
 impl Writer {
@@ -152,7 +156,10 @@ impl Writer {
             Ok((results, finished)) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(requests = jobs.len(), "batch committed");
-                self.fanout.publish(finished.deliveries, Instant::now());
+                // NOTE: the log range moves before the publish; `LogCursor::advance` says why.
+                self.ctx.log.advance(finished.log);
+                let deliveries = self.held_back(finished.deliveries);
+                self.fanout.publish(deliveries, Instant::now());
                 self.forward_advances(finished.remote_advances);
                 for (job, result) in jobs.into_iter().zip(results) {
                     if let Some(reply) = job.reply {
@@ -175,6 +182,14 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Drops the deliveries that the test-only hold prefix selects.
+    fn held_back(&self, mut deliveries: Vec<Delivery>) -> Vec<Delivery> {
+        if let Some(prefix) = &self.hold_fanout_prefix {
+            deliveries.retain(|delivery| !delivery.message.body.starts_with(prefix.as_str()));
+        }
+        deliveries
     }
 
     /// Hands inbox advances to the writers of other files, or to the mesh for users homed
@@ -243,7 +258,13 @@ mod tests {
     use crate::tables::Placement;
 
     fn context(window_ms: u64) -> WriterContext {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("log.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let log = crate::delivery_log::LogCursor::open(&txn, 0).unwrap();
+        txn.commit().unwrap();
         WriterContext {
+            log: Arc::new(log),
             file: 0,
             placement: Placement::new(1),
             shards: crate::cluster::ShardMap::single("owner-1"),
