@@ -41,8 +41,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    restore_default_sigpipe();
     let cli = Cli::parse();
+    // NOTE: `token` is the only command that writes to stdout alone. The others write to
+    // sockets, and a vectored write to a reset TCP socket raises SIGPIPE. Rust's runtime
+    // ignores that signal, so those writes fail with EPIPE instead of ending a server.
+    if matches!(cli.command, Command::Token(_)) {
+        restore_default_sigpipe();
+    }
     // Servers log their lifecycle by default; client commands keep stderr for errors.
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Owner(_) | Command::Edge(_) | Command::Cluster(_) => "info",
@@ -102,7 +107,7 @@ fn error_chain(error: &anyhow::Error) -> String {
 }
 
 /// Restores the default SIGPIPE action, so that output piped into `head` ends the process
-/// quietly as it does for other Unix tools, instead of `println!` panicking on EPIPE.
+/// quietly as other Unix tools do, instead of `println!` panicking on EPIPE.
 #[allow(
     unsafe_code,
     reason = "resetting a signal disposition needs libc::signal"

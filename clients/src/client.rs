@@ -18,6 +18,7 @@ use crate::deliveries::DeliverySink;
 use crate::error::{ClientError, ConnectError, StreamError};
 use crate::reconnect::{State, Supervisor};
 use crate::session::Session;
+use crate::stats::TransportStats;
 use crate::sync::{StartSync, SyncCursors};
 use crate::transport::quic_config;
 
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     welcome: Arc<Mutex<Welcome>>,
     deliveries: Mutex<Option<mpsc::Receiver<Message>>>,
     pub sink: DeliverySink,
+    /// Statistics of the sessions that ended, and the number of sessions started.
+    stats: Arc<Mutex<TransportStats>>,
 }
 
 impl Drop for Shared {
@@ -81,7 +84,7 @@ impl Client {
         config: ClientConfig,
         resume: Option<&SyncCursors>,
     ) -> Result<Client, ConnectError> {
-        let quic = quic_config(&config.trust)?;
+        let quic = quic_config(&config)?;
         let connected = connect(&config, &quic, &config.server, Transport::Quic).await?;
 
         let (delivery_tx, delivery_rx) = mpsc::channel(config.delivery_buffer.max(1));
@@ -101,6 +104,10 @@ impl Client {
         let session = Session::start(connected, sink.clone());
         tokio::spawn(sink.clone().start(session.clone(), mode));
 
+        let stats = Arc::new(Mutex::new(TransportStats {
+            sessions: 1,
+            ..TransportStats::default()
+        }));
         let (state_tx, state_rx) = watch::channel(State::Ready(session.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let supervisor = Supervisor {
@@ -110,6 +117,7 @@ impl Client {
             state: state_tx,
             welcome: welcome.clone(),
             shutdown: shutdown_rx,
+            stats: stats.clone(),
         };
         tokio::spawn(supervisor.run(session));
 
@@ -121,6 +129,7 @@ impl Client {
                 welcome,
                 deliveries: Mutex::new(Some(delivery_rx)),
                 sink,
+                stats,
             }),
         })
     }
@@ -164,6 +173,23 @@ impl Client {
             .lock()
             .expect("delivery receiver mutex poisoned")
             .take()
+    }
+
+    /// Returns the transport statistics of every session so far, the live one included:
+    /// QUIC packets sent and lost, congestion events and RTT from quinn, and for WebSocket
+    /// sessions the retransmissions and RTT the kernel reports in `TCP_INFO`.
+    ///
+    /// Counters of a WebSocket session are read when it ends or when this is called, so
+    /// call it before [`Client::close`] to include the last session.
+    pub fn transport_stats(&self) -> TransportStats {
+        // NOTE: the supervisor moves a session's statistics into the totals and changes
+        // the state under this lock, so no session is counted twice or skipped.
+        let totals = self.shared.stats.lock().expect("stats mutex poisoned");
+        let mut stats = *totals;
+        if let State::Ready(session) = &*self.shared.state.borrow() {
+            stats.add_session(&session.stats());
+        }
+        stats
     }
 
     /// Returns the highest `seq` of `conversation_id` passed to the delivery receiver,

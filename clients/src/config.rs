@@ -109,6 +109,10 @@ pub struct ClientConfig {
     /// Number of deliveries buffered for [`crate::Client::deliveries`] before the client
     /// stops reading delivery streams.
     pub delivery_buffer: usize,
+    /// File that receives the TLS secrets of every QUIC and WebSocket (`wss`) connection
+    /// in the NSS key log format, so Wireshark can decrypt captures. Lines are appended.
+    /// `None` writes no secrets; keep such a file private, since it decrypts the traffic.
+    pub key_log_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -136,6 +140,7 @@ impl ClientConfig {
             ws_url: None,
             quic_fallback_timeout: Duration::from_secs(3),
             delivery_buffer: 1024,
+            key_log_file: None,
         }
     }
 

@@ -25,6 +25,11 @@ pub enum ConnectError {
     InvalidCertificate { origin: String, reason: String },
     #[error("invalid server address {server:?}: {reason}; expected host:port")]
     InvalidAddress { server: String, reason: String },
+    /// The TLS key log file in [`crate::ClientConfig::key_log_file`] could not be opened.
+    #[error(
+        "cannot open TLS key log file {path}: {source}; check that its folder exists and is writable"
+    )]
+    KeyLog { path: PathBuf, source: io::Error },
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(#[source] io::Error),
     #[error("cannot connect to {server}: {reason}")]

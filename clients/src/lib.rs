@@ -22,6 +22,7 @@ mod config;
 mod connect;
 mod deliveries;
 mod error;
+mod keylog;
 mod presence;
 mod receipt_requests;
 mod receipts;
@@ -29,7 +30,13 @@ mod reconnect;
 mod requests;
 mod sends;
 mod session;
+mod stats;
 mod sync;
+#[allow(
+    unsafe_code,
+    reason = "getsockopt(TCP_INFO) has no safe wrapper in std"
+)]
+mod tcp_info;
 mod transport;
 mod websocket;
 
@@ -43,6 +50,7 @@ pub use error::{ClientError, ConnectError};
 pub use presence::{DEFAULT_HEARTBEAT_INTERVAL, PresenceEvent};
 pub use receipts::ReceiptEvent;
 pub use requests::new_client_msg_id;
+pub use stats::{QuicStats, TcpStats, TransportStats};
 pub use sync::SyncCursors;
 pub use tidings_schema::frame::{ConversationInfo, HistoryPage, Message, SendAck, Welcome};
 pub use tidings_schema::presence::{PresenceEntry, PresenceState, PresenceUpdate, Typing};

@@ -16,6 +16,7 @@ use crate::connect::connect;
 use crate::deliveries::DeliverySink;
 use crate::error::ConnectError;
 use crate::session::Session;
+use crate::stats::TransportStats;
 
 /// Maximum wait for the close of the connection to be sent when the client closes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_millis(100);
@@ -40,6 +41,8 @@ pub(crate) struct Supervisor {
     pub state: watch::Sender<State>,
     pub welcome: Arc<Mutex<Welcome>>,
     pub shutdown: watch::Receiver<bool>,
+    /// Statistics of ended sessions, shared with [`crate::Client::transport_stats`].
+    pub stats: Arc<Mutex<TransportStats>>,
 }
 
 impl Supervisor {
@@ -57,16 +60,19 @@ impl Supervisor {
                     // wait for its idle timeout when the process exits right after.
                     let drained = session.flush_close();
                     drop(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, drained).await);
-                    self.state.send_replace(State::Closed);
+                    self.end_session(&session, State::Closed);
                     return;
                 }
             }
-            self.state.send_replace(State::Connecting);
+            self.end_session(&session, State::Connecting);
 
             match self.reconnect(&session).await {
                 Ok(next) => {
                     *self.welcome.lock().expect("welcome mutex poisoned") = next.welcome.clone();
+                    let mut stats = self.stats.lock().expect("stats mutex poisoned");
+                    stats.sessions += 1;
                     self.state.send_replace(State::Ready(next.clone()));
+                    drop(stats);
                     session = next;
                 }
                 Err(Some(error)) => {
@@ -80,6 +86,13 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Moves the statistics of `session` into the totals and leaves the `Ready` state.
+    fn end_session(&self, session: &Session, next: State) {
+        let mut stats = self.stats.lock().expect("stats mutex poisoned");
+        stats.add_session(&session.stats());
+        self.state.send_replace(next);
     }
 
     /// Connects again after `lost` ended. Returns `Err(None)` when the client was

@@ -19,6 +19,7 @@ use crate::deliveries::{DeliverySink, accept_deliveries};
 use crate::error::StreamError;
 use crate::presence::PresenceInbox;
 use crate::sends::ConversationStreams;
+use crate::stats::{QuicStats, SessionStats};
 use crate::transport::Handshaken;
 use crate::websocket::{WsHandshaken, WsLink};
 
@@ -91,8 +92,12 @@ impl Session {
                 session
             }
             Connected::WebSocket(handshaken) => {
-                let WsHandshaken { socket, welcome } = handshaken;
-                let (link, reader) = WsLink::new(socket, welcome.limits.max_frame_bytes);
+                let WsHandshaken {
+                    socket,
+                    welcome,
+                    tcp_fd,
+                } = handshaken;
+                let (link, reader) = WsLink::new(socket, welcome.limits.max_frame_bytes, tcp_fd);
                 let presence = deliveries.presence.clone();
                 let session = Session::new(welcome, Link::WebSocket(link), presence);
                 tokio::spawn(crate::websocket::read_socket(
@@ -122,6 +127,14 @@ impl Session {
         match &self.link {
             Link::Quic(link) => Some(&link.connection),
             Link::WebSocket(_) => None,
+        }
+    }
+
+    /// Reads the transport statistics of this session's connection.
+    pub fn stats(&self) -> SessionStats {
+        match &self.link {
+            Link::Quic(link) => SessionStats::Quic(QuicStats::from_connection(&link.connection)),
+            Link::WebSocket(link) => SessionStats::Tcp(link.tcp_stats()),
         }
     }
 

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use crate::config::{ClientConfig, TrustRoots};
 use crate::error::ConnectError;
+use crate::keylog::KeyLogPath;
 
 /// ALPN protocol id of the native Tidings protocol.
 pub const ALPN: &[u8] = b"tidings/1";
@@ -37,9 +38,10 @@ pub(crate) struct Handshaken {
     pub endpoint: quinn::Endpoint,
 }
 
-/// Builds the QUIC client configuration that trusts `trust` and offers [`ALPN`].
-pub(crate) fn quic_config(trust: &TrustRoots) -> Result<quinn::ClientConfig, ConnectError> {
-    let roots = load_roots(trust)?;
+/// Builds the QUIC client configuration that trusts `config.trust`, offers [`ALPN`] and
+/// logs TLS secrets to `config.key_log_file` when set.
+pub(crate) fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig, ConnectError> {
+    let roots = load_roots(&config.trust)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -50,6 +52,9 @@ pub(crate) fn quic_config(trust: &TrustRoots) -> Result<quinn::ClientConfig, Con
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    if let Some(key_log) = open_key_log(config)? {
+        tls.key_log = key_log;
+    }
 
     let quic =
         QuicClientConfig::try_from(tls).map_err(|error| ConnectError::InvalidCertificate {
@@ -65,6 +70,20 @@ pub(crate) fn quic_config(trust: &TrustRoots) -> Result<quinn::ClientConfig, Con
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// Opens the key log of `config`, if it names one.
+pub(crate) fn open_key_log(
+    config: &ClientConfig,
+) -> Result<Option<Arc<dyn rustls::KeyLog>>, ConnectError> {
+    let Some(path) = &config.key_log_file else {
+        return Ok(None);
+    };
+    let log = KeyLogPath::open(path).map_err(|source| ConnectError::KeyLog {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(Arc::new(log)))
 }
 
 pub(crate) fn load_roots(trust: &TrustRoots) -> Result<RootCertStore, ConnectError> {

@@ -6,6 +6,7 @@
 //! URLs use TLS with the same trust roots and server name as QUIC.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{SplitSink, SplitStream};
@@ -27,7 +28,8 @@ use crate::config::ClientConfig;
 use crate::deliveries::DeliverySink;
 use crate::error::{ConnectError, StreamError};
 use crate::session::Session;
-use crate::transport::load_roots;
+use crate::stats::TcpStats;
+use crate::transport::{load_roots, open_key_log};
 
 /// WebSocket close code of a normal close (RFC 6455, section 7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
@@ -57,6 +59,8 @@ type AckWaiter = oneshot::Sender<Result<SendAck, Rejection>>;
 pub(crate) struct WsHandshaken {
     pub socket: Socket,
     pub welcome: Welcome,
+    /// Descriptor of the TCP socket under `socket`, for `TCP_INFO`.
+    pub tcp_fd: RawFd,
 }
 
 /// Opens the WebSocket at `url`, sends `Hello` and waits for `Welcome`.
@@ -72,14 +76,20 @@ pub(crate) async fn handshake_websocket(
         reason,
     };
     let target = WsTarget::parse(url)?;
+    let key_log = if target.tls {
+        open_key_log(config)?
+    } else {
+        None
+    };
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|error| failed(format!("TCP connect failed: {error}")))?;
     // Frames are small and latency matters more than packet count.
     tcp.set_nodelay(true)
         .map_err(|error| failed(format!("setting TCP_NODELAY failed: {error}")))?;
+    let tcp_fd = tcp.as_raw_fd();
     let stream: Box<dyn Io> = if target.tls {
-        Box::new(tls_connect(config, tcp).await.map_err(failed)?)
+        Box::new(tls_connect(config, key_log, tcp).await.map_err(failed)?)
     } else {
         Box::new(tcp)
     };
@@ -103,7 +113,11 @@ pub(crate) async fn handshake_websocket(
         .map_err(|error| failed(format!("sending Hello failed: {error}")))?;
 
     let welcome = read_welcome(&mut socket, url).await?;
-    Ok(WsHandshaken { socket, welcome })
+    Ok(WsHandshaken {
+        socket,
+        welcome,
+        tcp_fd,
+    })
 }
 
 /// Reads the reply to `Hello`, skipping pings.
@@ -178,6 +192,7 @@ impl WsTarget {
 /// Runs TLS over `tcp` with the configured trust roots, checking `config.server_name`.
 async fn tls_connect(
     config: &ClientConfig,
+    key_log: Option<Arc<dyn rustls::KeyLog>>,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let roots = load_roots(&config.trust).map_err(|error| error.to_string())?;
@@ -188,6 +203,9 @@ async fn tls_connect(
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if let Some(key_log) = key_log {
+        tls.key_log = key_log;
+    }
 
     let name = ServerName::try_from(config.server_name.clone())
         .map_err(|error| format!("invalid server name {:?}: {error}", config.server_name))?;
@@ -239,10 +257,16 @@ pub(crate) struct WsLink {
     /// Becomes true when the reader stopped, so the socket is done.
     ended: watch::Sender<bool>,
     max_frame_bytes: u32,
+    /// NOTE: valid while this link exists, because the write half keeps the socket open.
+    tcp_fd: RawFd,
 }
 
 impl WsLink {
-    pub fn new(socket: Socket, max_frame_bytes: u32) -> (WsLink, SplitStream<Socket>) {
+    pub fn new(
+        socket: Socket,
+        max_frame_bytes: u32,
+        tcp_fd: RawFd,
+    ) -> (WsLink, SplitStream<Socket>) {
         let (writer, reader) = socket.split();
         let link = WsLink {
             writer: tokio::sync::Mutex::new(writer),
@@ -250,8 +274,14 @@ impl WsLink {
             close: Mutex::new(None),
             ended: watch::Sender::new(false),
             max_frame_bytes,
+            tcp_fd,
         };
         (link, reader)
+    }
+
+    /// Reads the kernel's counters of the TCP connection under this WebSocket.
+    pub fn tcp_stats(&self) -> Option<TcpStats> {
+        crate::tcp_info::read(self.tcp_fd)
     }
 
     pub fn is_open(&self) -> bool {

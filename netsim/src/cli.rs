@@ -14,7 +14,7 @@ use crate::config::RebindKind;
 use crate::engine::{Direction, DirectionStats, LinkSpec};
 use crate::link::{NAT_ADDRESS_POOL, NetnsLink};
 use crate::proxy::UdpProxy;
-use crate::run::RunConfig;
+use crate::run::{ExternalNode, RunConfig};
 use crate::workload::WorkloadConfig;
 use crate::{compare, report, scenarios, sys};
 
@@ -82,6 +82,28 @@ pub struct RunArgs {
     /// Number of clients (overrides the workload file).
     #[arg(long)]
     pub clients: Option<usize>,
+    /// QUIC address of an existing node to run against instead of starting one. Its
+    /// traffic still crosses the link: a relay on the server side forwards it to ADDR.
+    #[arg(long, value_name = "ADDR", requires = "server_data_dir")]
+    pub server: Option<SocketAddr>,
+    /// HTTP address (WebSocket fallback) of the `--server` node [default: the --server
+    /// host, port 8080].
+    #[arg(long, value_name = "ADDR", requires = "server")]
+    pub server_http: Option<SocketAddr>,
+    /// Data folder of the `--server` node; its token.key signs the workload users' tokens.
+    #[arg(long, value_name = "DIR", requires = "server")]
+    pub server_data_dir: Option<PathBuf>,
+    /// CA certificate (PEM) of the `--server` node [default: DIR/tls/ca.pem of
+    /// --server-data-dir].
+    #[arg(long, value_name = "PATH", requires = "server")]
+    pub server_ca: Option<PathBuf>,
+    /// Write the TLS secrets of every client to keylog-<transport>.txt in the report
+    /// folder (NSS key log format), so Wireshark decrypts link-<transport>.pcap.
+    #[arg(long)]
+    pub keylog: bool,
+    /// Do not write link-<transport>.pcap.
+    #[arg(long)]
+    pub no_pcap: bool,
 }
 
 /// Seed and trace options shared by `link` and `proxy`.
@@ -379,6 +401,23 @@ async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map_or_else(|| "scenario".into(), |stem| stem.to_string_lossy());
         PathBuf::from(format!("netsim-{name}-seed{}", args.engine.seed))
     });
+    let server = args.server.map(|quic| {
+        let data_dir = args
+            .server_data_dir
+            .clone()
+            .expect("clap requires --server-data-dir with --server");
+        ExternalNode {
+            quic,
+            http: args
+                .server_http
+                .unwrap_or_else(|| SocketAddr::new(quic.ip(), tidings_clients::DEFAULT_HTTP_PORT)),
+            ca_pem: args
+                .server_ca
+                .clone()
+                .unwrap_or_else(|| data_dir.join("tls").join("ca.pem")),
+            data_dir,
+        }
+    });
     let config = RunConfig {
         scenario: args.engine.scenario.clone(),
         scenario_text: scenario_text.to_string(),
@@ -390,6 +429,9 @@ async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
         out: out.clone(),
         workload,
         program: std::env::current_exe().context("failed to find the tidings executable")?,
+        server,
+        capture: !args.no_pcap,
+        key_log: args.keylog,
     };
     let summary = tokio::task::spawn_blocking(move || crate::run::run(&config))
         .await

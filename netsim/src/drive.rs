@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tidings_clients::{Client, ClientConfig, ClientError, ConnectError, Transport};
+use tidings_clients::{Client, ClientConfig, ClientError, ConnectError, Transport, TransportStats};
 use tidings_schema::ids::direct_conversation_id;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -36,6 +36,8 @@ pub struct DriveConfig {
     pub drain: Duration,
     /// Prefix of group names, unique per run.
     pub group_prefix: String,
+    /// File that receives the TLS secrets of every client, when set.
+    pub key_log_file: Option<PathBuf>,
 }
 
 /// Measurements of one run.
@@ -49,6 +51,10 @@ pub struct DriveOutcome {
     pub disconnects: u64,
     /// Length of each outage that ended before the run did, in milliseconds.
     pub outages_ms: Vec<f64>,
+    /// Time origin of the latency samples' send times.
+    pub origin: Instant,
+    /// Transport statistics of each client, read just before it closed.
+    pub transport_stats: Vec<TransportStats>,
 }
 
 /// Interval of the progress lines on stderr.
@@ -188,6 +194,9 @@ pub async fn drive(config: DriveConfig) -> Result<DriveOutcome, DriveError> {
 
     sends.abort_all();
     background.abort_all();
+    // NOTE: read before closing, because a WebSocket's TCP counters are gone once its
+    // socket is.
+    let transport_stats = clients.iter().map(Client::transport_stats).collect();
     for client in &clients {
         client.close().await;
     }
@@ -198,6 +207,8 @@ pub async fn drive(config: DriveConfig) -> Result<DriveOutcome, DriveError> {
         handshakes_ms,
         disconnects: outages.disconnects,
         outages_ms: outages.outages_ms,
+        origin,
+        transport_stats,
     })
 }
 
@@ -214,6 +225,7 @@ async fn connect_all(config: &DriveConfig) -> Result<(Vec<Client>, Vec<f64>), Dr
         client_config.ws_url = Some(config.ws_url.clone());
         // Enough for the whole plan, so a slow reader never throttles the node.
         client_config.delivery_buffer = config.plan.len().max(1024);
+        client_config.key_log_file = config.key_log_file.clone();
         let user = user.clone();
         let transport = config.transport;
         connects.spawn(async move {

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Direction, Link, Packet};
+use crate::pcap::PcapWriter;
 use crate::sys;
 
 /// Upper bound on how long a thread waits before it checks the stop flag again.
@@ -30,7 +31,12 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     /// Starts forwarding between the client-side and server-side TUN devices.
-    pub(crate) fn start(link: Link, client_tun: File, server_tun: File) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        link: Link,
+        client_tun: File,
+        server_tun: File,
+        capture: Option<PcapWriter>,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             link: Mutex::new(link),
             wake: Condvar::new(),
@@ -52,7 +58,7 @@ impl Forwarder {
         let scheduler_shared = Arc::clone(&shared);
         let scheduler = std::thread::Builder::new()
             .name("netsim-scheduler".to_owned())
-            .spawn(move || schedule_loop(&scheduler_shared, client_out, server_out))?;
+            .spawn(move || schedule_loop(&scheduler_shared, client_out, server_out, capture))?;
         threads.push(scheduler);
         Ok(Self { shared, threads })
     }
@@ -115,7 +121,12 @@ fn read_loop(shared: &Shared, direction: Direction, mut tun: File) {
     }
 }
 
-fn schedule_loop(shared: &Shared, mut client_tun: File, mut server_tun: File) {
+fn schedule_loop(
+    shared: &Shared,
+    mut client_tun: File,
+    mut server_tun: File,
+    mut capture: Option<PcapWriter>,
+) {
     let mut due = Vec::new();
     let mut write_errors = 0u64;
     while !shared.stop.load(Ordering::SeqCst) {
@@ -136,7 +147,9 @@ fn schedule_loop(shared: &Shared, mut client_tun: File, mut server_tun: File) {
                 continue;
             }
         }
+        let now = Instant::now();
         for (direction, packet) in due.drain(..) {
+            capture_packet(&mut capture, now, &packet.bytes);
             let tun = match direction {
                 Direction::Uplink => &mut server_tun,
                 Direction::Downlink => &mut client_tun,
@@ -149,5 +162,21 @@ fn schedule_loop(shared: &Shared, mut client_tun: File, mut server_tun: File) {
                 }
             }
         }
+    }
+    if let Some(writer) = &mut capture
+        && let Err(error) = writer.flush()
+    {
+        tracing::error!(%error, "failed to write the end of the link capture");
+    }
+}
+
+/// Appends a packet to the capture; on a write error logs it and stops capturing.
+fn capture_packet(capture: &mut Option<PcapWriter>, now: Instant, bytes: &[u8]) {
+    let Some(writer) = capture else {
+        return;
+    };
+    if let Err(error) = writer.write(now, bytes) {
+        tracing::error!(%error, written = writer.written(), "writing the link capture failed; stopping it");
+        *capture = None;
     }
 }

@@ -11,11 +11,13 @@
 
 use std::fs::File;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::engine::{Direction, DirectionStats, Link, LinkSpec, PacketFormat};
 use crate::forward::Forwarder;
 use crate::netns::{self, Namespace, NamespaceError};
+use crate::pcap::PcapWriter;
 use crate::sys;
 
 /// Client address inside the client namespace.
@@ -51,6 +53,8 @@ pub struct LinkAddresses {
 /// A running emulated link. Dropping it stops forwarding and deletes both namespaces.
 pub struct NetnsLink {
     addresses: LinkAddresses,
+    /// Time zero of the engine's schedules (blackholes, NAT rebindings, traces).
+    started: Instant,
     // NOTE: field order is drop order: threads stop and close the TUN devices before the
     // namespaces are deleted.
     forwarder: Forwarder,
@@ -66,12 +70,38 @@ impl std::fmt::Debug for NetnsLink {
     }
 }
 
+/// Optional parts of a link.
+#[derive(Debug, Clone, Default)]
+pub struct LinkOptions {
+    /// Pcap file that receives every packet leaving the link, both directions (see
+    /// [`crate::pcap`]). Packets the link dropped are not in it.
+    pub pcap: Option<PathBuf>,
+}
+
 impl NetnsLink {
     /// Creates the namespaces and devices and starts forwarding through the engine.
     ///
     /// Needs root. Removes namespaces left behind by crashed runs first.
     pub fn start(spec: &LinkSpec, seed: u64) -> Result<Self, NamespaceError> {
+        Self::start_with(spec, seed, &LinkOptions::default())
+    }
+
+    /// Starts a link as [`NetnsLink::start`] does, with the optional parts set in `options`.
+    pub fn start_with(
+        spec: &LinkSpec,
+        seed: u64,
+        options: &LinkOptions,
+    ) -> Result<Self, NamespaceError> {
         netns::require_root()?;
+        let capture = match &options.pcap {
+            Some(path) => Some(
+                PcapWriter::create(path).map_err(|source| NamespaceError::Io {
+                    action: format!("create the capture file {}", path.display()),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         netns::remove_stale()?;
 
         let id = netns::next_link_id();
@@ -80,19 +110,21 @@ impl NetnsLink {
         let client_tun = open_configured_tun(&client, CLIENT_ADDRESS)?;
         let server_tun = open_configured_tun(&server, SERVER_ADDRESS)?;
 
+        let started = Instant::now();
         let engine = Link::new(
             spec,
             PacketFormat::Ipv4,
             seed,
-            Instant::now(),
+            started,
             NAT_ADDRESS_POOL.to_vec(),
         );
-        let forwarder = Forwarder::start(engine, client_tun, server_tun).map_err(|source| {
-            NamespaceError::Io {
-                action: "start forwarding threads".into(),
-                source,
-            }
-        })?;
+        let forwarder =
+            Forwarder::start(engine, client_tun, server_tun, capture).map_err(|source| {
+                NamespaceError::Io {
+                    action: "start forwarding threads".into(),
+                    source,
+                }
+            })?;
         let addresses = LinkAddresses {
             client_namespace: client.name().to_owned(),
             server_namespace: server.name().to_owned(),
@@ -107,6 +139,7 @@ impl NetnsLink {
         );
         Ok(Self {
             addresses,
+            started,
             forwarder,
             server,
             client,
@@ -116,6 +149,11 @@ impl NetnsLink {
     /// Names and addresses.
     pub fn addresses(&self) -> &LinkAddresses {
         &self.addresses
+    }
+
+    /// Returns time zero of the engine's schedules.
+    pub fn started_at(&self) -> Instant {
+        self.started
     }
 
     /// Engine counters of one direction.

@@ -6,8 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
+use tidings_clients::{QuicStats, TcpStats, TransportStats};
 
 use crate::engine::DirectionStats;
+use crate::faults::FaultTimeline;
 use crate::stats::{DeliveryLedger, MessageCounts, Percentiles, Sample};
 use crate::workload::{ConversationKind, WorkloadConfig};
 
@@ -45,6 +47,12 @@ pub struct TransportReport {
     pub handshake_ms: Option<Percentiles>,
     /// Sessions lost and regained during the run.
     pub reconnects: ReconnectReport,
+    /// Transport counters summed over all clients: from quinn for QUIC, from `TCP_INFO`
+    /// for the WebSocket's TCP connections. `None` when no client reported any.
+    pub transport: Option<TransportCounters>,
+    /// Blackhole windows and NAT rebindings of the scenario during this run, on the clock
+    /// of the latency samples.
+    pub faults: FaultTimeline,
     /// Packet counters of the emulated link during this transport's run.
     pub link: LinkReport,
     /// CPU use of the whole machine during this transport's run.
@@ -61,11 +69,94 @@ pub struct KindReport {
 /// Sessions lost during a run and how long clients stayed without one.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReconnectReport {
-    /// Sessions lost, over all clients (outages shorter than the 20 ms sampling interval
-    /// are not counted).
+    /// New sessions after each client's first, counted by the clients themselves.
+    pub count: u64,
+    /// Sessions lost, over all clients, as sampled every 20 ms (outages shorter than
+    /// that are not counted).
     pub disconnects: u64,
     /// Time from losing a session to having a new one, for outages that ended.
     pub outage_ms: Option<Percentiles>,
+}
+
+/// Transport counters of one transport, summed over clients.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum TransportCounters {
+    /// QUIC connections.
+    Quic(QuicCounters),
+    /// TCP connections under the WebSockets.
+    Tcp(TcpCounters),
+}
+
+/// QUIC counters from quinn's connection statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuicCounters {
+    /// QUIC packets sent.
+    pub sent_packets: u64,
+    /// Packets declared lost by the senders' loss detection.
+    pub lost_packets: u64,
+    /// Bytes in lost packets.
+    pub lost_bytes: u64,
+    /// `lost_packets / sent_packets`.
+    pub loss_fraction: Option<f64>,
+    /// Congestion window reductions.
+    pub congestion_events: u64,
+    /// UDP datagrams sent.
+    pub sent_datagrams: u64,
+    /// UDP datagrams received.
+    pub received_datagrams: u64,
+    /// Smoothed RTT of each client's last connection at the end of the run.
+    pub rtt_ms: Option<Percentiles>,
+    /// Minimum RTT of each client's last connection.
+    pub min_rtt_ms: Option<Percentiles>,
+}
+
+/// TCP counters from `TCP_INFO`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpCounters {
+    /// Segments retransmitted by the clients (`tcpi_total_retrans`).
+    pub retransmits: u64,
+    /// Smoothed RTT of each client's last connection at the end of the run.
+    pub rtt_ms: Option<Percentiles>,
+    /// RTT variation of each client's last connection.
+    pub rtt_var_ms: Option<Percentiles>,
+}
+
+impl TransportCounters {
+    /// Sums the statistics of every client; `None` when none has any.
+    pub fn of(stats: &[TransportStats]) -> Option<Self> {
+        let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
+        let quic: Vec<QuicStats> = stats.iter().filter_map(|client| client.quic).collect();
+        if !quic.is_empty() {
+            let sent_packets = quic.iter().map(|q| q.sent_packets).sum::<u64>();
+            let lost_packets = quic.iter().map(|q| q.lost_packets).sum::<u64>();
+            let rtts: Vec<f64> = quic.iter().map(|q| millis(q.rtt)).collect();
+            let min_rtts: Vec<f64> = quic.iter().map(|q| millis(q.min_rtt)).collect();
+            return Some(TransportCounters::Quic(QuicCounters {
+                sent_packets,
+                lost_packets,
+                lost_bytes: quic.iter().map(|q| q.lost_bytes).sum(),
+                loss_fraction: (sent_packets > 0)
+                    .then(|| lost_packets as f64 / sent_packets as f64),
+                congestion_events: quic.iter().map(|q| q.congestion_events).sum(),
+                sent_datagrams: quic.iter().map(|q| q.sent_datagrams).sum(),
+                received_datagrams: quic.iter().map(|q| q.received_datagrams).sum(),
+                rtt_ms: Percentiles::of(&rtts),
+                min_rtt_ms: Percentiles::of(&min_rtts),
+            }));
+        }
+        let tcp: Vec<TcpStats> = stats.iter().filter_map(|client| client.tcp).collect();
+        if tcp.is_empty() {
+            return None;
+        }
+        let rtts: Vec<f64> = tcp.iter().map(|t| millis(t.rtt)).collect();
+        let rtt_vars: Vec<f64> = tcp.iter().map(|t| millis(t.rtt_var)).collect();
+        Some(TransportCounters::Tcp(TcpCounters {
+            retransmits: tcp.iter().map(|t| t.retransmits).sum(),
+            rtt_ms: Percentiles::of(&rtts),
+            rtt_var_ms: Percentiles::of(&rtt_vars),
+        }))
+    }
 }
 
 /// Link counters of both directions.
@@ -168,6 +259,7 @@ impl TransportReport {
         ledger: &DeliveryLedger,
         handshakes_ms: &[f64],
         reconnects: ReconnectReport,
+        transport: Option<TransportCounters>,
         link: LinkReport,
         cpu: CpuReport,
     ) -> Self {
@@ -183,6 +275,8 @@ impl TransportReport {
             },
             handshake_ms: Percentiles::of(handshakes_ms),
             reconnects,
+            transport,
+            faults: FaultTimeline::default(),
             link,
             cpu,
         }
@@ -323,6 +417,44 @@ mod tests {
     }
 
     #[test]
+    fn transport_counters_sum_clients() {
+        let mut first = TransportStats::default();
+        let mut quic = QuicStats::default();
+        quic.sent_packets = 100;
+        quic.lost_packets = 2;
+        quic.congestion_events = 1;
+        quic.rtt = std::time::Duration::from_millis(40);
+        first.quic = Some(quic);
+        let mut second = TransportStats::default();
+        quic.sent_packets = 300;
+        quic.lost_packets = 6;
+        quic.rtt = std::time::Duration::from_millis(60);
+        second.quic = Some(quic);
+
+        let Some(TransportCounters::Quic(counters)) = TransportCounters::of(&[first, second])
+        else {
+            panic!("expected QUIC counters");
+        };
+        assert_eq!(counters.sent_packets, 400);
+        assert_eq!(counters.lost_packets, 8);
+        assert_eq!(counters.congestion_events, 2);
+        assert_eq!(counters.loss_fraction, Some(0.02));
+        assert_eq!(counters.rtt_ms.unwrap().max, 60.0);
+
+        let mut tcp_client = TransportStats::default();
+        let mut tcp = TcpStats::default();
+        tcp.retransmits = 3;
+        tcp_client.tcp = Some(tcp);
+        let Some(TransportCounters::Tcp(counters)) =
+            TransportCounters::of(&[tcp_client, tcp_client])
+        else {
+            panic!("expected TCP counters");
+        };
+        assert_eq!(counters.retransmits, 6);
+        assert!(TransportCounters::of(&[TransportStats::default()]).is_none());
+    }
+
+    #[test]
     fn table_lists_each_transport() {
         let mut ledger = DeliveryLedger::default();
         ledger.record_send(0, ConversationKind::Quiet, 1);
@@ -335,10 +467,11 @@ mod tests {
             load_average_1m: None,
         };
         let reconnects = ReconnectReport {
+            count: 0,
             disconnects: 0,
             outage_ms: None,
         };
-        let report = TransportReport::new(&ledger, &[], reconnects, link, cpu);
+        let report = TransportReport::new(&ledger, &[], reconnects, None, link, cpu);
         assert_eq!(report.messages.lost, 1);
         let summary = Summary {
             scenario: "baseline-30ms".into(),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -13,10 +14,13 @@ use tidings_clients::Transport;
 
 use crate::drive::{DriveConfig, DriveOutcome, drive};
 use crate::engine::{Direction, LinkSpec};
-use crate::link::{NetnsLink, SERVER_ADDRESS};
+use crate::faults::FaultTimeline;
+use crate::link::{LinkOptions, NetnsLink, SERVER_ADDRESS};
 use crate::plot;
+use crate::relay::{RelayRoute, ServerRelay};
 use crate::report::{
-    self, CpuReport, CpuTimes, LinkReport, ReconnectReport, Summary, TransportReport,
+    self, CpuReport, CpuTimes, LinkReport, ReconnectReport, Summary, TransportCounters,
+    TransportReport,
 };
 use crate::stats::{Percentiles, Sample};
 use crate::sys;
@@ -52,6 +56,27 @@ pub struct RunConfig {
     pub workload: WorkloadConfig,
     /// The `tidings` executable that runs `serve` and `token`.
     pub program: PathBuf,
+    /// An existing node to reach through the link instead of starting one per transport.
+    pub server: Option<ExternalNode>,
+    /// Write `link-<transport>.pcap` with every packet that leaves the link.
+    pub capture: bool,
+    /// Write `keylog-<transport>.txt` with the TLS secrets of every client.
+    pub key_log: bool,
+}
+
+/// A node that runs outside the link, in the host's namespace.
+#[derive(Debug, Clone)]
+pub struct ExternalNode {
+    /// QUIC address of the node.
+    pub quic: SocketAddr,
+    /// HTTP address of the node (the WebSocket fallback). The clients use `ws://` when it
+    /// is a loopback address, because the node serves plain HTTP there, and `wss://`
+    /// otherwise.
+    pub http: SocketAddr,
+    /// Data folder of the node: its `token.key` signs the workload users' tokens.
+    pub data_dir: PathBuf,
+    /// CA certificate (PEM) the node's certificate chains to.
+    pub ca_pem: PathBuf,
 }
 
 /// Runs every transport and writes the report; returns the summary.
@@ -72,23 +97,35 @@ pub fn run(config: &RunConfig) -> anyhow::Result<Summary> {
             humantime::format_duration(config.duration),
             plan.len()
         );
-        let (outcome, link, cpu) = run_transport(config, transport, &plan)?;
+        let (outcome, link, cpu, faults) = run_transport(config, transport, &plan)?;
+        let client_reconnects = outcome
+            .transport_stats
+            .iter()
+            .map(|stats| stats.reconnects())
+            .sum();
         let samples_path = config.out.join(format!("latency-{transport}.csv"));
         report::write_samples(&samples_path, &outcome.ledger)
             .with_context(|| format!("failed to write {}", samples_path.display()))?;
         let reconnects = ReconnectReport {
+            count: client_reconnects,
             disconnects: outcome.disconnects,
             outage_ms: Percentiles::of(&outcome.outages_ms),
         };
-        let transport_report = TransportReport::new(
+        let mut transport_report = TransportReport::new(
             &outcome.ledger,
             &outcome.handshakes_ms,
             reconnects,
+            TransportCounters::of(&outcome.transport_stats),
             link,
             cpu,
         );
+        transport_report.faults = faults.clone();
         transports.insert(transport.as_str().to_owned(), transport_report);
-        samples.push((transport.as_str(), outcome.ledger.samples().to_vec()));
+        samples.push(PlotInput {
+            name: transport.as_str(),
+            samples: outcome.ledger.samples().to_vec(),
+            faults,
+        });
     }
     write_plots(&config.out, &samples)?;
 
@@ -106,32 +143,64 @@ pub fn run(config: &RunConfig) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// One transport's samples and faults, for the plots.
+#[derive(Debug, Clone)]
+pub struct PlotInput<'a> {
+    /// Transport name.
+    pub name: &'a str,
+    /// Latency samples.
+    pub samples: Vec<Sample>,
+    /// Faults during the transport's run.
+    pub faults: FaultTimeline,
+}
+
 /// Draws the latency CDF and the latency over time of every transport, all kinds together
-/// and quiet conversations alone.
-pub fn write_plots(out: &Path, samples: &[(&str, Vec<Sample>)]) -> anyhow::Result<()> {
-    let quiet: Vec<(&str, Vec<Sample>)> = samples
+/// and quiet conversations alone, each as SVG and PNG.
+pub fn write_plots(out: &Path, inputs: &[PlotInput<'_>]) -> anyhow::Result<()> {
+    let quiet: Vec<Vec<Sample>> = inputs
         .iter()
-        .map(|(name, list)| {
-            let list = list
+        .map(|input| {
+            input
+                .samples
                 .iter()
                 .filter(|sample| sample.kind == ConversationKind::Quiet)
                 .copied()
-                .collect();
-            (*name, list)
+                .collect()
         })
         .collect();
-    for (suffix, set) in [("", samples), ("-quiet", &quiet[..])] {
-        let series: Vec<(&str, &[Sample])> =
-            set.iter().map(|(name, list)| (*name, &list[..])).collect();
-        plot::latency_cdf(&out.join(format!("latency-cdf{suffix}.svg")), &series)?;
-        plot::latency_over_time(&out.join(format!("latency-time{suffix}.svg")), &series)?;
+    let all: Vec<&[Sample]> = inputs.iter().map(|input| &input.samples[..]).collect();
+    let quiet: Vec<&[Sample]> = quiet.iter().map(|list| &list[..]).collect();
+    for (suffix, sets) in [("", all), ("-quiet", quiet)] {
+        let series: Vec<plot::Series<'_>> = inputs
+            .iter()
+            .zip(sets)
+            .map(|(input, samples)| plot::Series {
+                name: input.name,
+                samples,
+                faults: &input.faults,
+            })
+            .collect();
+        for extension in ["svg", "png"] {
+            plot::latency_cdf(
+                &out.join(format!("latency-cdf{suffix}.{extension}")),
+                &series,
+            )?;
+            plot::latency_over_time(
+                &out.join(format!("latency-time{suffix}.{extension}")),
+                &series,
+            )?;
+        }
     }
     Ok(())
 }
 
-/// Draws the plots of an existing report folder again from its `latency-*.csv` files.
+/// Draws the plots of an existing report folder again from its `latency-*.csv` files and
+/// the fault timelines in its `summary.json`, where present.
 pub fn replot(out: &Path) -> anyhow::Result<()> {
-    let mut samples = Vec::new();
+    let summary: Option<serde_json::Value> = std::fs::read_to_string(out.join("summary.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let mut inputs = Vec::new();
     for name in ["quic", "ws"] {
         let path = out.join(format!("latency-{name}.csv"));
         if !path.exists() {
@@ -139,18 +208,27 @@ pub fn replot(out: &Path) -> anyhow::Result<()> {
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("failed to read {}", path.display()))?;
-        let parsed = report::parse_samples(&text).map_err(|line| {
+        let samples = report::parse_samples(&text).map_err(|line| {
             anyhow::anyhow!("invalid sample on line {line} of {}", path.display())
         })?;
-        samples.push((name, parsed));
+        let faults = summary
+            .as_ref()
+            .and_then(|summary| summary.pointer(&format!("/transports/{name}/faults")))
+            .and_then(|faults| serde_json::from_value(faults.clone()).ok())
+            .unwrap_or_default();
+        inputs.push(PlotInput {
+            name,
+            samples,
+            faults,
+        });
     }
-    if samples.is_empty() {
+    if inputs.is_empty() {
         bail!(
             "no latency-quic.csv or latency-ws.csv in {}; is it a netsim run report?",
             out.display()
         );
     }
-    write_plots(out, &samples)
+    write_plots(out, &inputs)
 }
 
 fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
@@ -166,6 +244,12 @@ fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
                 "drain_s": config.drain.as_secs_f64(),
                 "transports": config.transports.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
                 "workload": config.workload,
+                "server": config.server.as_ref().map(|node| serde_json::json!({
+                    "quic": node.quic.to_string(),
+                    "http": node.http.to_string(),
+                })),
+                "capture": config.capture,
+                "key_log": config.key_log,
             }))
             .context("failed to encode run.json")?,
         ),
@@ -178,41 +262,99 @@ fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node side of one transport's run: a node of its own, or a relay to an existing one.
+enum Backend {
+    Spawned {
+        node: Node,
+        // Deleted after the node stopped.
+        _data: tempfile::TempDir,
+    },
+    External(ServerRelay),
+}
+
 /// Runs one transport through a fresh link and node.
 fn run_transport(
     config: &RunConfig,
     transport: Transport,
     plan: &[crate::workload::PlannedSend],
-) -> anyhow::Result<(DriveOutcome, LinkReport, CpuReport)> {
-    let link = NetnsLink::start(&config.spec, config.seed).context("failed to start the link")?;
-    let data = tempfile::tempdir().context("failed to create a node data folder")?;
-    let log_path = config.out.join(format!("node-{transport}.log"));
-    let mut node = Node::start(
-        &config.program,
-        &link.addresses().server_namespace,
-        data.path(),
-        &log_path,
-    )?;
+) -> anyhow::Result<(DriveOutcome, LinkReport, CpuReport, FaultTimeline)> {
+    let options = LinkOptions {
+        pcap: config
+            .capture
+            .then(|| config.out.join(format!("link-{transport}.pcap"))),
+    };
+    let link = NetnsLink::start_with(&config.spec, config.seed, &options)
+        .context("failed to start the link")?;
+    let (backend, data_dir, ca_pem, ws_scheme) = match &config.server {
+        None => {
+            let data = tempfile::tempdir().context("failed to create a node data folder")?;
+            let log_path = config.out.join(format!("node-{transport}.log"));
+            let node = Node::start(
+                &config.program,
+                &link.addresses().server_namespace,
+                data.path(),
+                &log_path,
+            )?;
+            let data_dir = data.path().to_owned();
+            let ca_pem = data_dir.join("tls").join("ca.pem");
+            let backend = Backend::Spawned { node, _data: data };
+            (backend, data_dir, ca_pem, "wss")
+        }
+        Some(external) => {
+            let routes = [
+                RelayRoute::Udp {
+                    listen_port: QUIC_PORT,
+                    target: external.quic,
+                },
+                RelayRoute::Tcp {
+                    listen_port: HTTP_PORT,
+                    target: external.http,
+                },
+            ];
+            let relay = ServerRelay::start(&link, SERVER_ADDRESS, &routes)
+                .context("failed to start the relay to --server")?;
+            let scheme = if external.http.ip().is_loopback() {
+                "ws"
+            } else {
+                "wss"
+            };
+            let backend = Backend::External(relay);
+            (
+                backend,
+                external.data_dir.clone(),
+                external.ca_pem.clone(),
+                scheme,
+            )
+        }
+    };
 
-    let prefix = format!("ns{}-{}", std::process::id(), transport.as_str());
+    let prefix = user_prefix(transport);
     let users = (0..config.workload.clients)
         .map(|index| {
             let user = format!("{prefix}-u{index}");
-            let token = mint_token(&config.program, data.path(), &user)?;
+            let token = mint_token(&config.program, &data_dir, &user)?;
             Ok((user, token))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let key_log_file = config
+        .key_log
+        .then(|| config.out.join(format!("keylog-{transport}.txt")));
+    if let Some(path) = &key_log_file {
+        // A fresh file per run, because clients append to it.
+        std::fs::write(path, "").with_context(|| format!("failed to create {}", path.display()))?;
+    }
     let drive_config = DriveConfig {
         transport,
         server: format!("{SERVER_ADDRESS}:{QUIC_PORT}"),
-        ws_url: format!("wss://{SERVER_ADDRESS}:{HTTP_PORT}/v1/ws"),
-        ca_pem: data.path().join("tls").join("ca.pem"),
+        ws_url: format!("{ws_scheme}://{SERVER_ADDRESS}:{HTTP_PORT}/v1/ws"),
+        ca_pem,
         users,
         workload: config.workload.clone(),
         plan: plan.to_vec(),
         drain: config.drain,
         group_prefix: prefix,
+        key_log_file,
     };
 
     let cpu_before = CpuTimes::read();
@@ -232,17 +374,33 @@ fn run_transport(
         uplink: link.stats(Direction::Uplink).into(),
         downlink: link.stats(Direction::Downlink).into(),
     };
-    node.stop();
+    let link_started = link.started_at();
+    match backend {
+        Backend::Spawned { mut node, _data } => node.stop(),
+        Backend::External(relay) => drop(relay),
+    }
     link.shutdown();
 
     let outcome = outcome.with_context(|| format!("the {transport} run failed"))?;
+    let origin_offset = outcome.origin.saturating_duration_since(link_started);
+    let span = origin_offset + config.duration + config.drain;
+    let faults = FaultTimeline::of(&config.spec, origin_offset, span);
     let cpu = CpuReport {
         busy_fraction: cpu_before
             .zip(cpu_after)
             .and_then(|(before, after)| before.busy_fraction(&after)),
         load_average_1m: report::load_average(),
     };
-    Ok((outcome, link_report, cpu))
+    Ok((outcome, link_report, cpu, faults))
+}
+
+/// Returns a prefix of user ids and group names that no earlier run used, so a run
+/// against an existing node starts with empty conversations.
+fn user_prefix(transport: Transport) -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    format!("ns{}-{seconds}-{}", std::process::id(), transport.as_str())
 }
 
 /// Signs a token for `user` with the node's key.
@@ -298,11 +456,11 @@ impl Node {
 
         let stdout = child.stdout.take().context("node stdout is not piped")?;
         let (sender, lines) = mpsc::channel();
+        // NOTE: the thread reads until the node exits, after the listening lines too: a
+        // closed pipe would end the node with SIGPIPE at its next line of output.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
+                let _ = sender.send(line);
             }
         });
         let mut node = Node { child };

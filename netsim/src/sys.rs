@@ -1,5 +1,5 @@
-//! The few system calls the standard library does not wrap: `setns`, the TUN attach ioctl
-//! and `poll`.
+//! The few system calls the standard library does not wrap: `setns`, the TUN attach ioctl and
+//! `poll`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
