@@ -78,6 +78,7 @@ impl Client {
             body,
             direct_peer,
         };
+        let pending = self.shared.sink.begin_send(conversation_id);
         let ack = self
             .with_retries("send", OnLoss::Retry, |session| {
                 let send = send.clone();
@@ -85,6 +86,7 @@ impl Client {
             })
             .await?;
         self.shared.sink.note_sent(ack.conversation_id, ack.seq);
+        drop(pending);
         Ok(ack)
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Every message reaches the application once: a fetched or live message at or below the
 //! conversation's cursor is dropped. Gap pages come oldest first and say when they hold
-//! only part of the gap, so a fill continues until the gap is closed. The sink's gate is
-//! held while a conversation's gap is filled, so a live delivery that arrives meanwhile
+//! only part of the gap, so a fill continues until the gap is closed. A conversation's gate
+//! in the sink is held while its gap is filled, so a live delivery that arrives meanwhile
 //! waits and never moves the cursor past messages not yet fetched.
 
 use std::collections::BTreeMap;
@@ -124,7 +124,8 @@ impl DeliverySink {
         for _ in 0..MAX_INBOX_PAGES {
             let page = inbox_page(session, after).await?;
             for entry in page.entries.iter().filter(|entry| entry.member) {
-                let _gate = self.gate.lock().await;
+                let gate = self.gate(entry.conversation_id);
+                let _gate = gate.lock().await;
                 let base = self.sync_base(entry.conversation_id);
                 if entry.last_seq > base {
                     self.fill_after(session, entry.conversation_id, base, None)
