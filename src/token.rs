@@ -17,6 +17,9 @@ pub struct TokenArgs {
     /// How long the token is valid, for example `24h` or `30m` (at most 366 days).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// Sign an operator token, which may call the edge's `/v1/admin/...` endpoints.
+    #[arg(long)]
+    admin: bool,
     /// Data directory of a `tidings serve` node; its `token.key` signs the token.
     #[arg(long, default_value = "tidings-data")]
     data_dir: PathBuf,
@@ -69,7 +72,12 @@ pub fn run(args: TokenArgs) -> Result<()> {
             KeySource::load_or_create_hs256(&key_path)
                 .with_context(|| format!("failed to load the token key {}", key_path.display()))?
         };
-    let token = TokenSigner::new(&keys)?.sign(&args.user, args.ttl)?;
+    let signer = TokenSigner::new(&keys)?;
+    let token = if args.admin {
+        signer.sign_admin(&args.user, args.ttl)?
+    } else {
+        signer.sign(&args.user, args.ttl)?
+    };
     println!("{token}");
     Ok(())
 }

@@ -209,6 +209,22 @@ impl Client {
         drop(tokio::time::timeout(std::time::Duration::from_secs(1), closed).await);
     }
 
+    /// Waits until the client stops for good and returns why: reconnecting failed (after
+    /// a `KICKED` or `TOKEN_EXPIRED` close, for example) or [`Client::close`] was called.
+    pub async fn stopped(&self) -> ClientError {
+        let mut state = self.shared.state.clone();
+        loop {
+            match &*state.borrow_and_update() {
+                State::Failed(error) => return ClientError::Connect(error.clone()),
+                State::Closed => return ClientError::Closed,
+                State::Ready(_) | State::Connecting => {}
+            }
+            if state.changed().await.is_err() {
+                return ClientError::Closed;
+            }
+        }
+    }
+
     /// Waits until a live session exists, or `deadline`.
     pub(crate) async fn live_session(
         &self,

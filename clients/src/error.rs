@@ -77,9 +77,7 @@ impl ConnectError {
                 quic.is_transient() && websocket.is_transient()
             }
             ConnectError::Rejected(rejection) => rejection.code.is_retryable(),
-            ConnectError::Closed { code, .. } => {
-                !matches!(code, CloseCode::AuthFailed | CloseCode::TokenExpired)
-            }
+            ConnectError::Closed { code, .. } => !code.is_final(),
             _ => false,
         }
     }

@@ -178,13 +178,17 @@ fn reconnect_targets(
 }
 
 /// Returns an error when the server closed the session for a reason a reconnect with
-/// the same token cannot fix.
+/// the same token cannot fix, or one that tells the client not to come back.
 fn permanent_close(lost: &Session) -> Option<ConnectError> {
     let code = lost.close_code()?;
-    matches!(code, CloseCode::AuthFailed | CloseCode::TokenExpired).then(|| ConnectError::Closed {
-        code,
-        reason: code.meaning().to_owned(),
-    })
+    // The server's own reason (say, why an operator kicked the user) beats the generic one.
+    let reason = lost
+        .close_frame()
+        .map(|close| close.message)
+        .filter(|message| !message.is_empty())
+        .unwrap_or_else(|| code.meaning().to_owned());
+    code.is_final()
+        .then_some(ConnectError::Closed { code, reason })
 }
 
 #[cfg(test)]

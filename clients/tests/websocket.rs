@@ -288,6 +288,40 @@ async fn websocket_client_reconnects_after_kick() -> Result<()> {
 }
 
 #[tokio::test]
+async fn client_stops_after_operator_kick() -> Result<()> {
+    let server = Server::start().await?;
+    let nina = server.connect("nina", Transport::WebSocket).await?;
+    nina.send_direct("omar", "before").await?;
+
+    let kicked = server
+        .edge
+        .kick("nina", CloseCode::Kicked, "account under review");
+    assert_eq!(kicked, 1);
+    // A send may still slip in before the Close frame arrives; the next one cannot.
+    let mut error = None;
+    for _ in 0..50 {
+        match nina.send_direct("omar", "after").await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(failed) => {
+                error = Some(failed);
+                break;
+            }
+        }
+    }
+    let error = error.context("sends kept succeeding after the kick")?;
+    let ClientError::Connect(connect) = &error else {
+        anyhow::bail!("expected a connect error, got {error:?}");
+    };
+    let text = connect.to_string();
+    assert!(text.contains("KICKED"), "{text}");
+    assert!(text.contains("account under review"), "{text}");
+    assert!(!connect.is_transient(), "{connect:?}");
+    // The client did not come back on its own.
+    assert_eq!(server.websocket_connections(), 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn websocket_over_https_when_tls_forced() -> Result<()> {
     // Off loopback the edge serves HTTPS by default; forcing it on 127.0.0.1 runs the same
     // path without leaving the machine.

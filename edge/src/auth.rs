@@ -28,6 +28,10 @@ pub struct Claims {
     pub sub: String,
     pub iat: u64,
     pub exp: u64,
+    /// Whether the token may call the operator endpoints (`/v1/admin/...`). Absent in
+    /// client tokens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// Failure to load a signing or verification key.
@@ -196,11 +200,28 @@ impl TokenSigner {
         issued_at: SystemTime,
         ttl: Duration,
     ) -> Result<String, KeyError> {
+        self.encode(user, issued_at, ttl, false)
+    }
+
+    /// Signs an operator token for `user` valid for `ttl` from now: it carries the `admin`
+    /// claim that the `/v1/admin/...` endpoints require.
+    pub fn sign_admin(&self, user: &str, ttl: Duration) -> Result<String, KeyError> {
+        self.encode(user, SystemTime::now(), ttl, true)
+    }
+
+    fn encode(
+        &self,
+        user: &str,
+        issued_at: SystemTime,
+        ttl: Duration,
+        admin: bool,
+    ) -> Result<String, KeyError> {
         let iat = unix_secs(issued_at);
         let claims = Claims {
             sub: user.to_owned(),
             iat,
             exp: iat + ttl.as_secs(),
+            admin,
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
             .map_err(|error| KeyError::Encode(error.to_string()))
@@ -316,6 +337,30 @@ mod tests {
         let claims = verifier.verify(&token, SystemTime::now()).expect("verify");
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.exp, claims.iat + 60);
+        assert!(!claims.admin);
+    }
+
+    #[test]
+    fn admin_claim_round_trips_and_is_absent_from_client_tokens() {
+        let signer = TokenSigner::new(&hs256()).expect("signer");
+        let verifier = TokenVerifier::new(&hs256()).expect("verifier");
+        let admin = signer
+            .sign_admin("ops", Duration::from_secs(60))
+            .expect("sign");
+        assert!(
+            verifier
+                .verify(&admin, SystemTime::now())
+                .expect("verify")
+                .admin
+        );
+
+        // A client token's payload has no `admin` field at all.
+        let client = signer.sign("alice", Duration::from_secs(60)).expect("sign");
+        let claims =
+            jsonwebtoken::decode::<serde_json::Value>(&client, &verifier.key, &verifier.validation)
+                .expect("decode")
+                .claims;
+        assert!(claims.get("admin").is_none(), "{claims}");
     }
 
     #[test]

@@ -102,6 +102,17 @@ impl EdgeShared {
     pub fn track_connection(&self) -> TaskTrackerToken {
         self.connections.token()
     }
+
+    /// Ends every session of `user` on this edge: each gets a `Close` frame with `code`
+    /// and `reason`, then its transport is closed. Returns the number of sessions.
+    pub fn kick(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let sessions = self.registry.sessions(user);
+        for session in &sessions {
+            session.end(code, reason);
+        }
+        info!(user, %code, sessions = sessions.len(), "sessions kicked");
+        sessions.len()
+    }
 }
 
 /// The edge node.
@@ -512,12 +523,7 @@ impl EdgeHandle {
     /// Ends every session of `user` on this edge: each gets a `Close` frame with `code`
     /// and `reason`, then its transport is closed. Returns the number of sessions.
     pub fn kick(&self, user: &str, code: CloseCode, reason: &str) -> usize {
-        let sessions = self.shared.registry.sessions(user);
-        for session in &sessions {
-            session.end(code, reason);
-        }
-        info!(user, %code, sessions = sessions.len(), "sessions kicked");
-        sessions.len()
+        self.shared.kick(user, code, reason)
     }
 
     /// Drains the edge: rejects new connections, sends every session a `Close` frame with

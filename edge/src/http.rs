@@ -1,6 +1,6 @@
 //! The TCP port: HTTP/1.1 with `/v1/ws` (the WebSocket fallback), `/healthz`, `/metrics`,
-//! `/v1/cert-hashes`, `/v1/client-config` and the web client (`static_files`), which
-//! loads from the edge's own origin.
+//! `/v1/cert-hashes`, `/v1/client-config`, the operator endpoints (`admin`) and the web
+//! client (`static_files`), which loads from the edge's own origin.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, debug_span, field, warn};
 
@@ -29,6 +29,7 @@ pub fn router(edge: Arc<EdgeShared>) -> Router {
         .route("/v1/cert-hashes", get(cert_hashes))
         .route("/v1/client-config", get(client_config))
         .route(WEBSOCKET_PATH, get(websocket))
+        .route(crate::admin::KICK_PATH, post(crate::admin::kick))
         .fallback(crate::static_files::serve)
         .with_state(edge)
 }

@@ -13,6 +13,7 @@
 //! (`conversation`). The edge opens one delivery stream per conversation it delivers in
 //! (`delivery`, fed by `fanout`). Every stream has one writer task (`writer`).
 
+pub mod admin;
 pub mod auth;
 pub mod certs;
 pub mod config;

@@ -175,6 +175,18 @@ close_codes! {
     StreamLimit = 0x105, "STREAM_LIMIT", "A conversation stream was closed because the connection reached its stream limit.";
     StreamIdle = 0x106, "STREAM_IDLE", "A conversation stream was closed because it was idle.";
     InternalError = 0x107, "INTERNAL_ERROR", "The server hit an unexpected error on this connection.";
+    Kicked = 0x108, "KICKED", "An operator ended the user's sessions; do not reconnect without the user's say.";
+}
+
+impl CloseCode {
+    /// Reports whether a client must not reconnect on its own after this close: the token
+    /// is no good any more, or an operator ended the session.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CloseCode::AuthFailed | CloseCode::TokenExpired | CloseCode::Kicked
+        )
+    }
 }
 
 impl fmt::Display for CloseCode {

@@ -66,12 +66,14 @@ export const CLOSE_NAMES = new Map([
   [0x105, "STREAM_LIMIT"],
   [0x106, "STREAM_IDLE"],
   [0x107, "INTERNAL_ERROR"],
+  [0x108, "KICKED"],
 ]);
 
 export const CloseCode = Object.freeze({
   NORMAL: 0x0,
   AUTH_FAILED: 0x102,
   TOKEN_EXPIRED: 0x103,
+  KICKED: 0x108,
 });
 
 /** Returns the name of a close code, or its hex value when this client does not know it. */
@@ -79,9 +81,12 @@ export function closeName(code) {
   return CLOSE_NAMES.get(code) ?? `0x${code.toString(16)}`;
 }
 
-/** Reports whether a close code means the token cannot be used again. */
+/**
+ * Reports whether the client must not reconnect on its own after this close: the token
+ * cannot be used again, or an operator ended the session.
+ */
 export function isPermanentClose(code) {
-  return code === CloseCode.AUTH_FAILED || code === CloseCode.TOKEN_EXPIRED;
+  return code === CloseCode.AUTH_FAILED || code === CloseCode.TOKEN_EXPIRED || code === CloseCode.KICKED;
 }
 
 /** WebSocket close code the edge sends for a message over its frame limit (RFC 6455, 7.4.1). */

@@ -142,6 +142,7 @@ async fn chat(client: &Client, target: &Target) -> Result<(), CommandError> {
                 sent_ids.insert(ack.message_id);
                 println!("  {}", ack_line(&ack));
             }
+            stopped = client.stopped() => return Err(stopped.into()),
             message = deliveries.recv() => {
                 let Some(message) = message else {
                     return Err(CommandError::Failed("the delivery stream closed".to_owned()));
@@ -173,9 +174,16 @@ async fn listen(
     eprintln!("listening as {}", client.user_id());
 
     while count.is_none_or(|count| printed < count) {
-        let message = match tokio::time::timeout_at(deadline, deliveries.recv()).await {
-            Ok(Some(message)) => message,
-            Ok(None) => {
+        let next = async {
+            tokio::select! {
+                stopped = client.stopped() => Err(stopped),
+                message = deliveries.recv() => Ok(message),
+            }
+        };
+        let message = match tokio::time::timeout_at(deadline, next).await {
+            Ok(Err(stopped)) => return Err(stopped.into()),
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => {
                 return Err(CommandError::Failed(
                     "the delivery stream closed".to_owned(),
                 ));

@@ -281,6 +281,30 @@ test("expired session shows the close code and reason", { timeout: 90_000 }, asy
   });
 });
 
+test("kicked session shows the close code and reason", { timeout: 90_000 }, async () => {
+  await withDiagnostics(browser, server, async () => {
+    // One user on both transports; an operator ends both sessions at once.
+    const token = await server.token("quinn");
+    const pages = [];
+    for (const webTransport of [true, false]) {
+      const page = await browser.open(`quinn-${webTransport ? "wt" : "ws"}`, signInUrl(server, token), { webTransport });
+      await waitForConnection(page, "connected", webTransport ? "WebTransport" : "WebSocket");
+      pages.push(page);
+    }
+    const reply = await server.kick("quinn", "account under review");
+    assert.deepEqual(reply, { user: "quinn", sessions: 2 });
+    for (const page of pages) {
+      await page.waitForSelector("[data-testid=close-banner]:not([hidden])", { timeout: 15_000 });
+      assert.equal(await page.getAttribute("[data-testid=close-code]", "data-code"), String(0x108));
+      assert.match(await page.textContent("[data-testid=close-code]"), /KICKED/);
+      assert.equal(await page.textContent("[data-testid=close-reason]"), "account under review");
+      // KICKED is final: the page does not come back on its own.
+      await waitForConnection(page, "closed");
+      await page.context().close();
+    }
+  });
+});
+
 test("silent WebTransport falls back to WebSocket", { timeout: 60_000 }, async () => {
   await withDiagnostics(browser, server, async () => {
     // A UDP socket that reads and never replies: the QUIC handshake gets no answer at all.

@@ -148,6 +148,22 @@ export class Server {
     return out.trim();
   }
 
+  /** Ends every session of `user` through the operator endpoint; returns its JSON reply. */
+  async kick(user, reason) {
+    const admin = (await runTidings(["token", "--user", "ops", "--admin", "--ttl", "10m", "--data-dir", this.dataDir])).trim();
+    const response = await fetch(`${this.origin}/v1/admin/kick`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+      body: JSON.stringify({ user, reason }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const reply = await response.json();
+    if (!response.ok) {
+      throw new Error(`kick failed with ${response.status}: ${JSON.stringify(reply)}`);
+    }
+    return reply;
+  }
+
   /** Arguments every `tidings client` call needs to reach this server over QUIC. */
   clientArgs(token, device) {
     return ["--server", this.quicAddr, "--token", token, "--device", device, "--data-dir", this.dataDir, "--transport", "quic"];
