@@ -244,3 +244,52 @@ async fn serve_sigkill_loses_no_ack() -> Result<()> {
     let all = collect(tasks).await?;
     verify(&reader, group, &all).await
 }
+
+/// Inbox advances (each member's last seq, which unread counts come from) commit without
+/// an fsync, and the storage writer syncs them within 200 ms. A SIGKILL after that keeps
+/// every member's unread count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_survive_sigkill() -> Result<()> {
+    const MEMBERS: [&str; 6] = ["bob", "carol", "dave", "erin", "frank", "grace"];
+    const SENT: u64 = 20;
+
+    let dir = tempfile::tempdir()?;
+    let mut node = ServeNode::start(dir.path())?;
+    let ca = node.ca_path();
+    let alice = connect(
+        node.quic,
+        support::token(dir.path(), "alice")?,
+        "alice",
+        &ca,
+    )
+    .await?;
+    let members: Vec<String> = MEMBERS.iter().map(|m| (*m).to_owned()).collect();
+    let group = alice
+        .create_group("unread", &members)
+        .await?
+        .conversation_id;
+    let mut last = 0;
+    for n in 0..SENT {
+        last = alice.send(group, format!("message {n}")).await?.seq;
+    }
+    alice.close().await;
+
+    // Six members spread over the node's four storage files, so most of their inbox rows
+    // live in another file than the group. The wait is longer than the writer's 200 ms
+    // sync interval, the behaviour under test, which no client can observe.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    node.restart()?;
+
+    for member in MEMBERS {
+        let client = connect(node.quic, support::token(dir.path(), member)?, member, &ca).await?;
+        let entry = client.unread(group).await?;
+        assert_eq!(entry.last_seq, last, "{member}'s last seq after SIGKILL");
+        // The group creation message is the first seq, and no member has read anything.
+        assert_eq!(
+            entry.unread_count, last,
+            "{member}'s unread count after SIGKILL"
+        );
+        client.close().await;
+    }
+    Ok(())
+}

@@ -55,7 +55,9 @@ pub struct OwnerConfig {
     pub storage_shards: u16,
     /// Maximum number of requests committed in one transaction.
     pub batch_max: usize,
-    /// How long a writer waits for more requests before it commits a batch.
+    /// How long a writer waits for more requests before it commits a batch. Zero, the
+    /// default, commits what is queued at once: requests that arrive during a commit form
+    /// the next batch, so batches grow with load and a lone request waits for no timer.
     pub batch_deadline: Duration,
     /// How long idempotency keys are kept; at least [`MIN_IDEMPOTENCY_WINDOW`].
     pub idempotency_window: Duration,
@@ -74,7 +76,7 @@ impl OwnerConfig {
             data_dir,
             storage_shards: 4,
             batch_max: 1024,
-            batch_deadline: Duration::from_millis(2),
+            batch_deadline: Duration::ZERO,
             idempotency_window: Duration::from_secs(48 * 3600),
             limits: Limits::default(),
             test_hold_fanout_prefix: std::env::var(HOLD_FANOUT_PREFIX_ENV)

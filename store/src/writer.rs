@@ -3,7 +3,8 @@
 //! The writer runs on its own OS thread because redb blocks. It takes the first queued
 //! request, drains more until `batch_max` requests or `batch_deadline` have passed, runs
 //! them all in one write transaction and commits with `Durability::Immediate`. Replies,
-//! deliveries and inbox advances are released only after that commit returns.
+//! deliveries and inbox advances are released only after that commit returns. A batch of
+//! inbox advances alone commits without an fsync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -20,6 +21,10 @@ use crate::batch::{Batch, Finished, OpOutcome, StoreResult, Tables, WriteOp, Wri
 use crate::fanout::Fanout;
 use crate::inbox::{InboxRoutes, InboxTarget};
 use crate::inbox_forward::PeerInboxQueue;
+
+/// Maximum time a commit that skipped its fsync stays unsynced, so a crash loses at most
+/// this much of the inbox advances.
+const SYNC_AFTER: Duration = Duration::from_millis(200);
 
 /// The reply channel of one queued request.
 pub(crate) type ReplySender = oneshot::Sender<Result<OpOutcome, Rejection>>;
@@ -103,18 +108,55 @@ impl Writer {
         let span = tracing::info_span!("storage_writer", file = self.ctx.file);
         let _entered = span.enter();
         tracing::debug!("storage writer started");
+        // When the oldest commit that skipped its fsync happened; `None` once a durable
+        // commit has persisted it.
+        let mut unsynced_since: Option<Instant> = None;
         loop {
-            let first = match self.queue.recv() {
+            let first = match unsynced_since {
+                None => self
+                    .queue
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => {
+                    let left = (since + SYNC_AFTER).saturating_duration_since(Instant::now());
+                    self.queue.recv_timeout(left)
+                }
+            };
+            let first = match first {
                 Ok(Command::Job(job)) => job,
-                Ok(Command::Shutdown) | Err(_) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sync(&mut unsynced_since);
+                    continue;
+                }
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             };
             let (jobs, stop) = self.collect_batch(first);
-            self.commit_batch(jobs);
+            self.commit_batch(jobs, &mut unsynced_since);
             if stop {
                 break;
             }
         }
+        self.sync(&mut unsynced_since);
         tracing::debug!("storage writer stopped");
+    }
+
+    /// Commits an empty durable transaction when an earlier commit skipped its fsync, so
+    /// that commit survives a crash too.
+    fn sync(&self, unsynced_since: &mut Option<Instant>) {
+        if unsynced_since.is_none() {
+            return;
+        }
+        let synced = || -> StoreResult<()> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        };
+        match synced() {
+            Ok(()) => *unsynced_since = None,
+            // The next commit or timer tries again; the skipped commits are only hints.
+            Err(error) => tracing::warn!(%error, "storage sync failed; the next commit retries it"),
+        }
     }
 
     /// Drains the queue after `first` until the batch is full or its deadline passes.
@@ -146,15 +188,31 @@ impl Writer {
         (jobs, false)
     }
 
-    fn commit_batch(&self, jobs: Vec<Job>) {
+    fn commit_batch(&self, jobs: Vec<Job>, unsynced_since: &mut Option<Instant>) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64);
         let ops: Vec<&WriteOp> = jobs.iter().map(|job| &job.op).collect();
+        // A batch whose jobs have no reply channel holds only inbox advances, which are hints: the
+        // conversation row holds the true last seq. It skips the fsync, and the file's
+        // next durable commit, at most `SYNC_AFTER` later, persists it.
+        let hints_only = jobs.iter().all(|job| job.reply.is_none());
+        let sync_due = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_AFTER);
+        let durable = !hints_only || sync_due;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
 
-        match execute_batch(&self.db, &self.ctx, &ops, now_ms) {
+        match execute_batch(&self.db, &self.ctx, &ops, now_ms, durability) {
             Ok((results, finished)) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                if durable {
+                    *unsynced_since = None;
+                } else if unsynced_since.is_none() {
+                    *unsynced_since = Some(Instant::now());
+                }
                 tracing::trace!(requests = jobs.len(), "batch committed");
                 // NOTE: the log range moves before the publish; `LogCursor::advance` says why.
                 self.ctx.log.advance(finished.log);
@@ -225,16 +283,17 @@ impl Writer {
     }
 }
 
-/// Runs `ops` in one write transaction and commits it durably. Returns each op's result
-/// and the batch's effects; on error nothing of the batch is stored.
+/// Runs `ops` in one write transaction and commits it with `durability`. Returns each
+/// op's result and the batch's effects; on error nothing of the batch is stored.
 pub(crate) fn execute_batch(
     db: &Database,
     ctx: &WriterContext,
     ops: &[&WriteOp],
     now_ms: u64,
+    durability: Durability,
 ) -> StoreResult<(Vec<Result<OpOutcome, Rejection>>, Finished)> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    txn.set_durability(durability)?;
 
     let mut results = Vec::with_capacity(ops.len());
     let finished = {
@@ -320,7 +379,8 @@ mod tests {
             send("bob", "b", "two"),
         ];
         let refs: Vec<&WriteOp> = ops.iter().collect();
-        let (results, finished) = execute_batch(&db, &ctx, &refs, 1_000).unwrap();
+        let (results, finished) =
+            execute_batch(&db, &ctx, &refs, 1_000, Durability::Immediate).unwrap();
 
         assert!(results[0].is_ok());
         assert_eq!(seq(&results[1]), 2);
@@ -349,7 +409,9 @@ mod tests {
         let ctx = context(1_000);
         let run = |ops: &[WriteOp], now_ms| {
             let refs: Vec<&WriteOp> = ops.iter().collect();
-            execute_batch(&db, &ctx, &refs, now_ms).unwrap().0
+            execute_batch(&db, &ctx, &refs, now_ms, Durability::Immediate)
+                .unwrap()
+                .0
         };
 
         run(&[create(5), send("alice", "k", "first")], 10_000);

@@ -159,7 +159,16 @@ impl ServeNode {
         let dir = path_str(data_dir)?;
         let mut process = Process::start(
             "serve",
-            &["serve", "--data-dir", dir, "--quic-listen", listen],
+            &[
+                "serve",
+                "--data-dir",
+                dir,
+                "--quic-listen",
+                listen,
+                // A fixed HTTP port would collide with other tests and running nodes.
+                "--http-listen",
+                "127.0.0.1:0",
+            ],
         )?;
         let quic = process.wait_for_addr("quic listening on")?;
         Ok(ServeNode {
