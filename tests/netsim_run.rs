@@ -507,3 +507,117 @@ fn external_server_through_the_link() {
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["server"]["quic"], node.quic.to_string());
 }
+
+/// Returns the names of the network namespaces that netsim process `pid` created.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let output = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("failed to run ip netns list");
+    let marker = format!("-{pid}-");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.contains(&marker))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Returns the ids of the `tidings serve` processes whose parent is `pid`.
+fn nodes_of(pid: u32) -> Vec<u32> {
+    let mut nodes = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .expect("failed to read /proc")
+        .flatten()
+    {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The parent id is the second field after the parenthesised command name.
+        let parent = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|field| field.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if parent == Some(pid) && String::from_utf8_lossy(&cmdline).contains("serve") {
+            nodes.push(child);
+        }
+    }
+    nodes
+}
+
+#[test]
+fn interrupted_run_removes_its_node_and_link() {
+    if !root_available("interrupted_run_removes_its_node_and_link") {
+        return;
+    }
+    let _turn = ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["netsim", "run", "baseline-30ms", "--transport", "quic"])
+        .args(["--duration", "60s", "--no-pcap", "--out"])
+        .arg(dir.path().join("report"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start tidings netsim run");
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+
+    // The first progress line comes 5 s into the send phase, with the node and link up.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("sent") && line.contains("delivered") => break,
+            Ok(_) => continue,
+            Err(error) => {
+                let _ = child.kill();
+                panic!("no progress line from netsim run: {error}");
+            }
+        }
+    }
+    assert_eq!(namespaces_of(pid).len(), 2, "the run's namespaces");
+    let nodes = nodes_of(pid);
+    assert_eq!(nodes.len(), 1, "the run's node");
+
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("failed to run kill");
+    assert!(signalled.success(), "kill -INT {pid} failed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for netsim run failed") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("netsim run did not stop within 30 s of SIGINT");
+        }
+        // std offers no wait with a timeout; polling the exit status bounds the wait.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "exit status after SIGINT");
+    assert_eq!(
+        namespaces_of(pid),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    let node = Path::new("/proc").join(nodes[0].to_string());
+    assert!(!node.exists(), "node {} still runs", nodes[0]);
+}

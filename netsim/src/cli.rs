@@ -57,6 +57,9 @@ pub enum NetsimCommand {
     },
 }
 
+/// Maximum `--duration` or `--drain` that `run` accepts.
+const MAX_RUN_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Options of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -395,6 +398,27 @@ async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.transport.contains(&Transport::Auto) {
         anyhow::bail!("invalid --transport auto: compare `quic` and `ws` explicitly");
     }
+    let mut transports = Vec::new();
+    for transport in args.transport {
+        if transports.contains(&transport) {
+            anyhow::bail!("invalid --transport: {transport} is listed twice");
+        }
+        transports.push(transport);
+    }
+    if args.duration.is_zero() || args.duration > MAX_RUN_DURATION {
+        anyhow::bail!(
+            "invalid --duration {}: use more than 0s and at most {}",
+            humantime::format_duration(args.duration),
+            humantime::format_duration(MAX_RUN_DURATION)
+        );
+    }
+    if args.drain > MAX_RUN_DURATION {
+        anyhow::bail!(
+            "invalid --drain {}: use at most {}",
+            humantime::format_duration(args.drain),
+            humantime::format_duration(MAX_RUN_DURATION)
+        );
+    }
     let out = args.out.unwrap_or_else(|| {
         let name = std::path::Path::new(&args.engine.scenario)
             .file_stem()
@@ -418,6 +442,18 @@ async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
             data_dir,
         }
     });
+    // Ctrl-C or SIGTERM stops the run, which then removes its node and link.
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("netsim: interrupted; stopping the clients, the node and the link");
+        let _ = stop_sender.send(true);
+    });
+    let traces = args
+        .engine
+        .trace_up
+        .clone()
+        .zip(args.engine.trace_down.clone());
     let config = RunConfig {
         scenario: args.engine.scenario.clone(),
         scenario_text: scenario_text.to_string(),
@@ -425,17 +461,27 @@ async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed: args.engine.seed,
         duration: args.duration,
         drain: args.drain,
-        transports: args.transport,
+        transports,
         out: out.clone(),
         workload,
         program: std::env::current_exe().context("failed to find the tidings executable")?,
         server,
         capture: !args.no_pcap,
         key_log: args.keylog,
+        traces,
+        stop: stop.clone(),
     };
-    let summary = tokio::task::spawn_blocking(move || crate::run::run(&config))
+    let outcome = tokio::task::spawn_blocking(move || crate::run::run(&config))
         .await
-        .context("netsim run task failed")??;
+        .context("netsim run task failed")?;
+    signals.abort();
+    if *stop.borrow() {
+        if let Err(error) = outcome {
+            eprintln!("netsim: {error:#}");
+        }
+        return Ok(ExitCode::from(130));
+    }
+    let summary = outcome?;
     print!("{}", report::table(&summary));
     eprintln!("netsim: report written to {}", out.display());
     Ok(ExitCode::SUCCESS)

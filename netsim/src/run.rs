@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use tidings_clients::Transport;
 
 use crate::drive::{DriveConfig, DriveOutcome, drive};
@@ -62,6 +62,11 @@ pub struct RunConfig {
     pub capture: bool,
     /// Write `keylog-<transport>.txt` with the TLS secrets of every client.
     pub key_log: bool,
+    /// Trace files given for the uplink and the downlink, recorded in `run.json`.
+    pub traces: Option<(PathBuf, PathBuf)>,
+    /// Becomes `true` on Ctrl-C or SIGTERM: the run stops its clients, node and link, and
+    /// returns an error.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A node that runs outside the link, in the host's namespace.
@@ -84,14 +89,16 @@ pub struct ExternalNode {
 /// Blocking: it creates namespaces and waits for processes. Needs root.
 pub fn run(config: &RunConfig) -> anyhow::Result<Summary> {
     config.workload.validate()?;
-    std::fs::create_dir_all(&config.out)
-        .with_context(|| format!("failed to create report folder {}", config.out.display()))?;
+    prepare_report_folder(&config.out)?;
     write_inputs(config)?;
 
     let plan = schedule(&config.workload, config.seed, config.duration);
     let mut transports = BTreeMap::new();
     let mut samples = Vec::new();
     for &transport in &config.transports {
+        if *config.stop.borrow() {
+            bail!("interrupted before the {transport} run");
+        }
         eprintln!(
             "netsim: running {transport} for {} with {} planned sends",
             humantime::format_duration(config.duration),
@@ -250,6 +257,10 @@ fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
                 })),
                 "capture": config.capture,
                 "key_log": config.key_log,
+                "traces": config.traces.as_ref().map(|(up, down)| serde_json::json!({
+                    "up": up.display().to_string(),
+                    "down": down.display().to_string(),
+                })),
             }))
             .context("failed to encode run.json")?,
         ),
@@ -258,6 +269,57 @@ fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
         let path = config.out.join(name);
         std::fs::write(&path, text)
             .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Files a run writes into its report folder, by exact name or by `prefix*suffix`.
+const REPORT_FILES: [(&str, &str); 8] = [
+    ("scenario.toml", ""),
+    ("run.json", ""),
+    ("summary.json", ""),
+    ("latency-", ".csv"),
+    ("link-", ".pcap"),
+    ("keylog-", ".txt"),
+    ("node-", ".log"),
+    ("latency-", ".svg"),
+];
+
+/// Reports whether `name` is a file that a run writes (the plots are also PNG).
+fn is_report_file(name: &str) -> bool {
+    let plot = name.starts_with("latency-") && name.ends_with(".png");
+    plot || REPORT_FILES.iter().any(|(prefix, suffix)| {
+        if suffix.is_empty() {
+            name == *prefix
+        } else {
+            name.starts_with(prefix) && name.ends_with(suffix)
+        }
+    })
+}
+
+/// Creates the report folder, or empties an earlier report in it, so no file of an
+/// earlier run is mixed into this one. Refuses a folder holding other files.
+fn prepare_report_folder(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("failed to create report folder {}", out.display()))?;
+    let entries = std::fs::read_dir(out)
+        .with_context(|| format!("failed to read report folder {}", out.display()))?;
+    let mut earlier = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("failed to read {}", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_report_file(&name) || !entry.path().is_file() {
+            bail!(
+                "invalid --out {}: it contains {name}, which is not part of a netsim report; \
+                 choose an empty or new folder",
+                out.display()
+            );
+        }
+        earlier.push(entry.path());
+    }
+    for path in earlier {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("failed to remove {} of an earlier run", path.display()))?;
     }
     Ok(())
 }
@@ -358,13 +420,20 @@ fn run_transport(
     };
 
     let cpu_before = CpuTimes::read();
+    let mut stop = config.stop.clone();
     let outcome = link
         .run_in_client(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            Ok::<_, std::io::Error>(runtime.block_on(drive(drive_config)))
+            let interruptible = async move {
+                tokio::select! {
+                    outcome = drive(drive_config) => outcome.map_err(anyhow::Error::from),
+                    _ = stop.wait_for(|stopped| *stopped) => Err(anyhow!("interrupted by a signal")),
+                }
+            };
+            Ok::<_, std::io::Error>(runtime.block_on(interruptible))
         })
         .context("failed to enter the client namespace")?
         .context("failed to start the client runtime")?;
@@ -375,6 +444,8 @@ fn run_transport(
         downlink: link.stats(Direction::Downlink).into(),
     };
     let link_started = link.started_at();
+    // The faults the run saw: those until now, not those of an unused drain time.
+    let link_span = link_started.elapsed();
     match backend {
         Backend::Spawned { mut node, _data } => node.stop(),
         Backend::External(relay) => drop(relay),
@@ -383,8 +454,7 @@ fn run_transport(
 
     let outcome = outcome.with_context(|| format!("the {transport} run failed"))?;
     let origin_offset = outcome.origin.saturating_duration_since(link_started);
-    let span = origin_offset + config.duration + config.drain;
-    let faults = FaultTimeline::of(&config.spec, origin_offset, span);
+    let faults = FaultTimeline::of(&config.spec, origin_offset, link_span);
     let cpu = CpuReport {
         busy_fraction: cpu_before
             .zip(cpu_after)

@@ -46,6 +46,10 @@ pub enum Arrival {
     Poisson,
 }
 
+/// Maximum number of clients in a workload: each is a connection from one process, and each
+/// token is minted by running `tidings token`.
+pub const MAX_CLIENTS: usize = 1_000;
+
 /// Settings shared by all conversations of one kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,22 +124,44 @@ pub enum WorkloadError {
         reason: String,
     },
     /// The file is not valid TOML for a workload.
-    #[error("invalid workload file: {0}")]
+    #[error("{0}")]
     Parse(#[from] toml::de::Error),
 }
 
 impl WorkloadConfig {
-    /// Parses a workload from TOML; missing fields take their defaults.
+    /// Parses a workload from TOML; missing fields take their defaults, also inside the
+    /// `[busy]` and `[quiet]` tables.
     pub fn from_toml(text: &str) -> Result<Self, WorkloadError> {
-        let config: WorkloadConfig = toml::from_str(text)?;
+        let overrides: toml::Table = toml::from_str(text)?;
+        let mut merged = WorkloadConfig::default().to_table();
+        for (key, value) in overrides {
+            match (merged.get_mut(&key), value) {
+                (Some(toml::Value::Table(class)), toml::Value::Table(fields)) => {
+                    class.extend(fields);
+                }
+                (_, value) => {
+                    merged.insert(key, value);
+                }
+            }
+        }
+        let config: WorkloadConfig = toml::Value::Table(merged).try_into()?;
         config.validate()?;
         Ok(config)
     }
 
+    /// Returns the workload as a TOML table.
+    fn to_table(&self) -> toml::Table {
+        // NOTE: every field is a number, a string or a table of those, which TOML encodes.
+        toml::Table::try_from(self).expect("a workload encodes as a TOML table")
+    }
+
     /// Checks every range the runner relies on.
     pub fn validate(&self) -> Result<(), WorkloadError> {
-        if self.clients < 2 {
-            return Err(invalid("clients", "use at least 2 clients"));
+        if !(2..=MAX_CLIENTS).contains(&self.clients) {
+            return Err(invalid(
+                "clients",
+                &format!("use 2 to {MAX_CLIENTS} clients"),
+            ));
         }
         for (name, class) in [("busy", &self.busy), ("quiet", &self.quiet)] {
             class.validate(name, self.clients)?;
@@ -400,7 +426,44 @@ mod tests {
         };
         assert!(config.validate().is_err());
 
+        let config = WorkloadConfig {
+            clients: MAX_CLIENTS + 1,
+            ..WorkloadConfig::default()
+        };
+        assert!(config.validate().is_err());
+
         assert!(WorkloadConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn from_toml_fills_partial_tables() {
+        let config = WorkloadConfig::from_toml(
+            "[busy]
+rate = 5.0
+",
+        )
+        .unwrap();
+        assert_eq!(config.busy.rate, 5.0);
+        assert_eq!(
+            config.busy.size_max,
+            WorkloadConfig::default().busy.size_max
+        );
+        assert_eq!(config.quiet, WorkloadConfig::default().quiet);
+
+        let unknown = WorkloadConfig::from_toml(
+            "[busy]
+colour = 1
+",
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("colour"), "{unknown}");
+        let zero_rate = WorkloadConfig::from_toml(
+            "[quiet]
+rate = 0.0
+",
+        )
+        .unwrap_err();
+        assert!(zero_rate.to_string().contains("quiet.rate"), "{zero_rate}");
     }
 
     #[test]

@@ -379,6 +379,9 @@ impl Link {
                 if kept {
                     return Some(packet);
                 }
+                // The packet left the direction's queue but not the link: it is a drop.
+                self.downlink.stats.delivered -= 1;
+                self.downlink.stats.delivered_bytes -= packet.bytes.len() as u64;
                 self.downlink.stats.dropped_nat += 1;
             },
         }
