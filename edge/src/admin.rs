@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,9 +29,12 @@ use crate::endpoint::EdgeShared;
 /// Path of the endpoint that ends a user's sessions on this edge.
 pub const KICK_PATH: &str = "/v1/admin/kick";
 
-/// Longest kick reason in bytes. The reason also travels in the WebSocket close frame,
+/// Maximum kick reason in bytes. The reason also travels in the WebSocket close frame,
 /// whose reason is limited to 123 bytes (RFC 6455, section 5.5).
 pub const MAX_REASON_BYTES: usize = 120;
+
+/// Largest request body in bytes: a user id and a reason fit many times over.
+const MAX_BODY_BYTES: usize = 4096;
 
 /// Reason sent when the request has none.
 const DEFAULT_REASON: &str = "an operator ended the session";
@@ -90,12 +93,15 @@ impl IntoResponse for AdminError {
 }
 
 /// Handles `POST /v1/admin/kick` with a JSON body `{"user": ID, "reason": TEXT}`.
-pub async fn kick(
-    State(edge): State<Arc<EdgeShared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match kick_request(&edge, &headers, &body) {
+pub async fn kick(State(edge): State<Arc<EdgeShared>>, headers: HeaderMap, body: Body) -> Response {
+    let result = match authorize(&edge, &headers) {
+        Ok(operator) => match read_body(body).await {
+            Ok(body) => kick_request(&edge, &operator, &body),
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    };
+    match result {
         Ok(reply) => axum::Json(reply).into_response(),
         Err(error) => {
             warn!(
@@ -109,12 +115,20 @@ pub async fn kick(
     }
 }
 
-fn kick_request(
-    edge: &EdgeShared,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<KickReply, AdminError> {
-    let operator = authorize(edge, headers)?;
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+async fn read_body(body: Body) -> Result<Bytes, AdminError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            AdminError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidRequest,
+                format!("the body is over {MAX_BODY_BYTES} bytes or was cut off"),
+            )
+        })
+}
+
+fn kick_request(edge: &EdgeShared, operator: &str, body: &[u8]) -> Result<KickReply, AdminError> {
     let request: KickRequest = serde_json::from_slice(body).map_err(|error| {
         AdminError::new(
             StatusCode::BAD_REQUEST,

@@ -99,8 +99,9 @@ function renderConnection() {
   $("connection-state").textContent = state;
   $("transport").textContent = client?.transport ?? "no transport";
   $("user-id").textContent = client?.userId ?? "";
-  $("composer-input").disabled = openKey === null;
-  $("composer-send").disabled = openKey === null;
+  const ended = client?.state === "closed";
+  $("composer-input").disabled = openKey === null || ended;
+  $("composer-send").disabled = openKey === null || ended;
 }
 
 function sortedConversations() {
@@ -169,12 +170,15 @@ function renderMembers(conversation) {
   if (panel.hidden) {
     return;
   }
+  // Only a group admin may add or remove members, so the controls show for admins only.
+  const isAdmin = conversation.members.some((member) => member.userId === client.userId && member.role === "admin");
+  $("add-member").hidden = !isAdmin;
   const items = conversation.members.map((member) => {
     const item = document.createElement("li");
     item.dataset.testid = "member";
     item.dataset.user = member.userId;
     item.textContent = member.role === "admin" ? `${member.userId} (admin)` : member.userId;
-    if (member.userId !== client.userId) {
+    if (isAdmin && member.userId !== client.userId) {
       const remove = document.createElement("button");
       remove.type = "button";
       remove.dataset.testid = "remove-member";
@@ -238,8 +242,9 @@ function notice(text) {
   $("notice").textContent = text;
 }
 
-/** Runs a user action and reports its failure in the notice line. */
+/** Runs a user action and reports its failure in the notice line, which it clears first. */
 async function act(action) {
+  notice("");
   try {
     return await action();
   } catch (error) {
@@ -300,7 +305,17 @@ function startClient(token) {
   client.addEventListener("close", (event) => {
     showCloseBanner(event.detail);
     if (event.detail.signIn) {
+      // The edge rejected the token before any session began: only the form is useful.
       sessionStorage.removeItem(TOKEN_KEY);
+      $("chat").hidden = true;
+      $("sign-out").hidden = true;
+      $("sign-in").hidden = false;
+    }
+  });
+  client.addEventListener("change", (event) => {
+    if (event.detail.what === "state" && client.state === "closed") {
+      // The session ended for good (an expired token, a kick): the chat stays readable
+      // and the form offers a new token.
       $("sign-in").hidden = false;
     }
   });

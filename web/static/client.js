@@ -9,7 +9,7 @@
 
 import { Backoff } from "./backoff.js";
 import { encodeFrame } from "./codec/frames.js";
-import { ErrorCode, errorName, isPermanentClose, isRetryable } from "./codes.js";
+import { closeName, ErrorCode, errorName, isPermanentClose, isRetryable } from "./codes.js";
 import { Conversation, HISTORY_PAGE_LIMIT } from "./conversation.js";
 import { directConversationId } from "./ids.js";
 import { DEFAULT_MAX_FRAME_BYTES, WebSocketLink, WebTransportLink } from "./links.js";
@@ -61,6 +61,8 @@ export class ChatClient extends EventTarget {
   #backoff = new Backoff();
   #session = null;
   #stopped = false;
+  /** Set once the client will not reconnect: later sends fail at once. */
+  #ended = false;
   #wake = null;
   #synced = false;
   /** Sends waiting for their acknowledgement, by clientMsgId. */
@@ -164,6 +166,8 @@ export class ChatClient extends EventTarget {
       this.notice(`connection lost: ${end.reason}; reconnecting`);
       this.#setState(ConnectionState.RECONNECTING, null);
     }
+    this.#ended = true;
+    this.#failOutbox("reconnecting gave up");
     this.#setState(ConnectionState.CLOSED, null);
     if (!this.#stopped) {
       this.notice(`gave up after ${MAX_RECONNECT_ATTEMPTS} reconnect attempts; reload the page`);
@@ -181,6 +185,8 @@ export class ChatClient extends EventTarget {
   }
 
   #endForGood(code, reason, isClose) {
+    this.#ended = true;
+    this.#failOutbox(isClose ? closeName(code) : errorName(code));
     this.#setState(ConnectionState.CLOSED, null);
     if (!isClose) {
       // A rejected Hello carries an error code rather than a close code.
@@ -452,6 +458,19 @@ export class ChatClient extends EventTarget {
     this.#fail(entry, `${errorName(error.code)}: ${error.message}`);
   }
 
+  /**
+   * Marks every send still waiting for its acknowledgement failed once the client will not
+   * reconnect. A send already written may have been stored, and its reason states that.
+   */
+  #failOutbox(why) {
+    for (const entry of [...this.#outbox.values()]) {
+      const written = entry.sentMs > 0;
+      this.#fail(entry, written
+        ? `not confirmed: the session ended (${why}) before the server acknowledged it; it may have been stored, so check after signing in again`
+        : `not sent: the session ended (${why})`);
+    }
+  }
+
   #fail(entry, reason) {
     this.#outbox.delete(entry.clientMsgId);
     entry.state = "failed";
@@ -490,6 +509,10 @@ export class ChatClient extends EventTarget {
       error: null,
     };
     conversation.outbox.push(entry);
+    if (this.#ended) {
+      this.#fail(entry, "not sent: the session ended; sign in again");
+      return entry;
+    }
     const size = encodeFrame(this.#sendFrame(entry)).length + 4;
     const maxFrameBytes = this.limits?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     if (size > maxFrameBytes) {

@@ -298,10 +298,30 @@ test("kicked session shows the close code and reason", { timeout: 90_000 }, asyn
       assert.equal(await page.getAttribute("[data-testid=close-code]", "data-code"), String(0x108));
       assert.match(await page.textContent("[data-testid=close-code]"), /KICKED/);
       assert.equal(await page.textContent("[data-testid=close-reason]"), "account under review");
-      // KICKED is final: the page does not come back on its own.
+      // KICKED is final: the page does not come back on its own, takes no new message and
+      // offers the sign-in form.
       await waitForConnection(page, "closed");
+      assert.equal(await page.isDisabled("[data-testid=composer-input]"), true);
+      assert.equal(await page.isVisible("[data-testid=sign-in]"), true);
       await page.context().close();
     }
+  });
+});
+
+test("rejected token shows only the sign-in form", { timeout: 60_000 }, async () => {
+  await withDiagnostics(browser, server, async () => {
+    const page = await browser.open("rita", signInUrl(server, "not-a-token"));
+    await page.waitForSelector("[data-testid=close-banner]:not([hidden])", { timeout: 15_000 });
+    assert.match(await page.textContent("[data-testid=close-code]"), /INVALID_TOKEN/);
+    assert.equal(await page.isVisible("[data-testid=sign-in]"), true);
+    assert.equal(await page.isVisible("#chat"), false);
+
+    // A good token in the form signs in.
+    await page.fill("[data-testid=sign-in] textarea", await server.token("rita"));
+    await page.click("[data-testid=sign-in-submit]");
+    await waitForConnection(page, "connected", "WebTransport");
+    assert.equal(await page.isVisible("#chat"), true);
+    await page.context().close();
   });
 });
 
