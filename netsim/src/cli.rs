@@ -175,7 +175,12 @@ pub async fn run(args: NetsimArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         NetsimCommand::Compare { first, second } => {
-            let found = compare::differences(&read_summary(&first)?, &read_summary(&second)?);
+            let (left, right) = (read_summary(&first)?, read_summary(&second)?);
+            println!("first: {}\nsecond: {}", first.display(), second.display());
+            for warning in compare::condition_warnings(&left, &right) {
+                println!("warning: {warning}");
+            }
+            let found = compare::differences(&left, &right);
             if found.is_empty() {
                 println!("no numbers differ");
             } else {
@@ -442,6 +447,24 @@ async fn run_workload(args: RunArgs) -> anyhow::Result<ExitCode> {
             data_dir,
         }
     });
+    if let Some(node) = &server {
+        // Checked before the link is built, so a typo costs no setup.
+        let key = node.data_dir.join("token.key");
+        if !key.is_file() {
+            anyhow::bail!(
+                "invalid --server-data-dir {}: it has no token.key; give the data folder of \
+                 the node at {}",
+                node.data_dir.display(),
+                node.quic
+            );
+        }
+        if !node.ca_pem.is_file() {
+            anyhow::bail!(
+                "CA certificate {} not found; give the node's CA with --server-ca",
+                node.ca_pem.display()
+            );
+        }
+    }
     // Ctrl-C or SIGTERM stops the run, which then removes its node and link.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {

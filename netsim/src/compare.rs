@@ -60,11 +60,32 @@ fn collect_numbers(value: &Value, path: String, out: &mut Vec<(String, f64)>) {
     }
 }
 
+/// Returns a warning for each text field, such as the scenario, that differs between the
+/// two summaries: their numbers are then not from the same conditions.
+pub fn condition_warnings(first: &Value, second: &Value) -> Vec<String> {
+    ["scenario", "version"]
+        .into_iter()
+        .filter_map(|field| {
+            let (left, right) = (first.get(field), second.get(field));
+            (left != right).then(|| {
+                let show =
+                    |value: Option<&Value>| value.map_or("(none)".to_owned(), Value::to_string);
+                format!("{field} differs: {} against {}", show(left), show(right))
+            })
+        })
+        .collect()
+}
+
 /// Formats the differences as a table with the change in percent.
 pub fn format(differences: &[Difference]) -> String {
     use std::fmt::Write as _;
 
     let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<48} {:>12} {:>12} {:>10}",
+        "path", "first", "second", "change"
+    );
     for difference in differences {
         let show = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
         let change = match (difference.first, difference.second) {
@@ -116,5 +137,17 @@ mod tests {
     fn equal_summaries_have_no_differences() {
         let summary = json!({"scenario": "baseline-30ms", "seed": 4});
         assert!(differences(&summary, &summary).is_empty());
+    }
+
+    #[test]
+    fn condition_warnings_name_the_field() {
+        let first = json!({"scenario": "lossy-2pct-burst3", "version": "0.1.0"});
+        let second = json!({"scenario": "baseline-30ms", "version": "0.1.0"});
+        let warnings = condition_warnings(&first, &second);
+        assert_eq!(
+            warnings,
+            vec![r#"scenario differs: "lossy-2pct-burst3" against "baseline-30ms""#.to_owned()]
+        );
+        assert!(condition_warnings(&first, &first).is_empty());
     }
 }
