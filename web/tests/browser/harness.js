@@ -57,7 +57,8 @@ export function runTidings(args, { timeoutMs = CLI_MS } = {}) {
   });
   const done = new Promise((resolve, reject) => {
     child.on("error", reject);
-    child.on("exit", (code) => {
+    // "close" comes after the output streams ended; "exit" may come before the last output.
+    child.on("close", (code) => {
       if (code === 0) {
         resolve(stdout);
       } else {
@@ -190,14 +191,15 @@ export class Server {
           resolve();
         }
       });
-      child.on("exit", (code) => reject(new Error(`tidings client listen exited with ${code} before it was ready: ${stderr}`)));
+      child.on("close", (code) => reject(new Error(`tidings client listen exited with ${code} before it was ready: ${stderr}`)));
     });
     let stdout = "";
     child.stdout.on("data", (chunk) => {
       stdout += chunk;
     });
     const messages = new Promise((resolve, reject) => {
-      child.on("exit", (code) => {
+      // "close", not "exit": the last lines of output may arrive after the exit.
+      child.on("close", (code) => {
         if (code === 0) {
           resolve(stdout.trim().split("\n").map((line) => JSON.parse(line)));
         } else {
