@@ -86,21 +86,22 @@ macro_rules! render {
     }};
 }
 
-/// Draws the cumulative distribution of latency, one line per transport.
-pub fn latency_cdf(path: &Path, series: &[Series<'_>]) -> Result<(), PlotError> {
-    render!(path, draw_cdf, series)
+/// Draws the cumulative distribution of latency, one line per transport, under `title`.
+pub fn latency_cdf(path: &Path, title: &str, series: &[Series<'_>]) -> Result<(), PlotError> {
+    render!(path, draw_cdf, title, series)
 }
 
 /// Draws each delivery's latency against its send time, one panel per transport, with
 /// blackhole windows shaded and NAT rebindings as vertical lines.
-pub fn latency_over_time(path: &Path, series: &[Series<'_>]) -> Result<(), PlotError> {
-    render!(path, draw_over_time, series)
+pub fn latency_over_time(path: &Path, title: &str, series: &[Series<'_>]) -> Result<(), PlotError> {
+    render!(path, draw_over_time, title, series)
 }
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 fn draw_cdf<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
+    title: &str,
     series: &[Series<'_>],
 ) -> DrawResult<DB> {
     let curves: Vec<(&str, Vec<(f64, f64)>)> = series
@@ -114,7 +115,7 @@ fn draw_cdf<DB: DrawingBackend>(
 
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(root)
-        .caption("Send-to-delivery latency, CDF", ("sans-serif", 22))
+        .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(55)
@@ -141,6 +142,7 @@ fn draw_cdf<DB: DrawingBackend>(
 
 fn draw_over_time<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
+    title: &str,
     series: &[Series<'_>],
 ) -> DrawResult<DB> {
     let max_time = series
@@ -166,7 +168,7 @@ fn draw_over_time<DB: DrawingBackend>(
     let min_latency = min_latency.max(0.1);
 
     root.fill(&WHITE)?;
-    let titled = root.titled("Latency over time", ("sans-serif", 22))?;
+    let titled = root.titled(title, ("sans-serif", 22))?;
     let panels = titled.split_evenly((series.len().max(1), 1));
     for (index, (one, panel)) in series.iter().zip(&panels).enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
@@ -263,7 +265,8 @@ fn draw_time_panel<DB: DrawingBackend>(
         .legend(move |(x, y)| Circle::new((x + 7, y), 3, colour.filled()));
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        // The slow deliveries are at the top of a panel, so the legend goes below them.
+        .position(SeriesLabelPosition::LowerRight)
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()
@@ -334,13 +337,13 @@ mod tests {
         ];
 
         let cdf = dir.path().join("cdf.svg");
-        latency_cdf(&cdf, &series).unwrap();
+        latency_cdf(&cdf, "CDF", &series).unwrap();
         let text = std::fs::read_to_string(&cdf).unwrap();
         assert!(text.starts_with("<svg"));
         assert!(text.contains("quic"));
 
         let timeline = dir.path().join("timeline.svg");
-        latency_over_time(&timeline, &series).unwrap();
+        latency_over_time(&timeline, "over time", &series).unwrap();
         let text = std::fs::read_to_string(&timeline).unwrap();
         assert!(text.contains("<circle"));
         assert!(text.contains("NAT rebinding"));
@@ -349,9 +352,9 @@ mod tests {
         for name in ["cdf.png", "timeline.png"] {
             let path = dir.path().join(name);
             if name == "cdf.png" {
-                latency_cdf(&path, &series).unwrap();
+                latency_cdf(&path, "CDF", &series).unwrap();
             } else {
-                latency_over_time(&path, &series).unwrap();
+                latency_over_time(&path, "over time", &series).unwrap();
             }
             let bytes = std::fs::read(&path).unwrap();
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");

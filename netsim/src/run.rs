@@ -177,7 +177,10 @@ pub fn write_plots(out: &Path, inputs: &[PlotInput<'_>]) -> anyhow::Result<()> {
         .collect();
     let all: Vec<&[Sample]> = inputs.iter().map(|input| &input.samples[..]).collect();
     let quiet: Vec<&[Sample]> = quiet.iter().map(|list| &list[..]).collect();
-    for (suffix, sets) in [("", all), ("-quiet", quiet)] {
+    for (suffix, which, sets) in [
+        ("", "all conversations", all),
+        ("-quiet", "quiet conversations", quiet),
+    ] {
         let series: Vec<plot::Series<'_>> = inputs
             .iter()
             .zip(sets)
@@ -190,10 +193,12 @@ pub fn write_plots(out: &Path, inputs: &[PlotInput<'_>]) -> anyhow::Result<()> {
         for extension in ["svg", "png"] {
             plot::latency_cdf(
                 &out.join(format!("latency-cdf{suffix}.{extension}")),
+                &format!("Send-to-delivery latency, CDF, {which}"),
                 &series,
             )?;
             plot::latency_over_time(
                 &out.join(format!("latency-time{suffix}.{extension}")),
+                &format!("Latency over time, {which}"),
                 &series,
             )?;
         }
