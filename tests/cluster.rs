@@ -8,7 +8,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -16,7 +15,7 @@ use tidings_clients::{Client, ClientConfig, Message, PresenceEvent, PresenceStat
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use support::{Process, tidings_bin};
+use support::Process;
 
 /// Bound on each wait for a delivery or a reply.
 const WAIT: Duration = Duration::from_secs(20);
@@ -81,17 +80,7 @@ impl LocalCluster {
     }
 
     fn token(&self, user: &str) -> Result<String> {
-        let output = Command::new(tidings_bin())
-            .args(["token", "--user", user, "--cluster"])
-            .arg(self.dir.join("cluster.toml"))
-            .output()
-            .context("failed to run tidings token")?;
-        ensure!(
-            output.status.success(),
-            "tidings token failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+        support::cluster_token(&self.dir.join("cluster.toml"), user)
     }
 
     async fn connect(&self, user: &str, edge: usize) -> Result<Client> {

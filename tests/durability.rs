@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,21 +92,7 @@ async fn wait_for_acks(acked: &watch::Sender<usize>, target: usize) -> Result<()
 
 /// Reads the whole history of `group` and checks it against every acknowledgement.
 async fn verify(reader: &Client, group: u64, acked: &[Acked]) -> Result<()> {
-    let mut stored = BTreeMap::new();
-    let mut before = 0;
-    loop {
-        let page = reader.history(group, before, 200).await?;
-        for message in page.messages {
-            ensure!(
-                stored.insert(message.seq, message).is_none(),
-                "history returned a seq twice"
-            );
-        }
-        if page.next_before_seq == 0 {
-            break;
-        }
-        before = page.next_before_seq;
-    }
+    let stored = support::read_history(reader, group).await?;
 
     // Gapless seqs from 1, and no body stored twice.
     let seqs: Vec<u64> = stored.keys().copied().collect();

@@ -124,17 +124,7 @@ impl Cluster {
     }
 
     fn token(&self, user: &str) -> Result<String> {
-        let output = Command::new(tidings_bin())
-            .args(["token", "--user", user, "--cluster"])
-            .arg(&self.cluster_file)
-            .output()
-            .context("failed to run tidings token")?;
-        ensure!(
-            output.status.success(),
-            "tidings token failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+        support::cluster_token(&self.cluster_file, user)
     }
 
     /// Connects `device` of `user` to edge `edge`, with retries long enough to outlast a
@@ -154,6 +144,21 @@ impl Cluster {
             .await
             .with_context(|| format!("{device} failed to connect to edge {edge}"))
     }
+}
+
+/// Starts the cluster, connects the group admin `ann` to edge 0 and starts the readers
+/// `cat` on edge 0 and `dan` on edge 1.
+async fn start_with_readers(dir: &Path) -> Result<(Cluster, Client, Vec<Reader>)> {
+    let cluster = Cluster::start(dir)?;
+    let admin = cluster.connect("ann", "ann-admin", 0).await?;
+    let mut readers = Vec::new();
+    for (user, edge) in [("cat", 0), ("dan", 1)] {
+        let client = cluster
+            .connect(user, &format!("{user}-phone"), edge)
+            .await?;
+        readers.push(Reader::start(&format!("{user}-phone"), client)?);
+    }
+    Ok((cluster, admin, readers))
 }
 
 fn spawn_node(cluster_file: &Path, role: &str, id: &str) -> Result<Process> {
@@ -305,21 +310,7 @@ async fn collect(tasks: Vec<JoinHandle<Result<Vec<Acked>>>>) -> Result<Vec<Acked
 /// every acknowledged message stored once under its acknowledged seq, and each sender's
 /// messages in the order it sent them.
 async fn verify_history(reader: &Client, conversation: u64, acked: &[&Acked]) -> Result<()> {
-    let mut stored = BTreeMap::new();
-    let mut before = 0;
-    for _ in 0..10_000 {
-        let page = reader.history(conversation, before, 200).await?;
-        for message in page.messages {
-            ensure!(
-                stored.insert(message.seq, message).is_none(),
-                "history of {conversation} returned a seq twice"
-            );
-        }
-        if page.next_before_seq == 0 {
-            break;
-        }
-        before = page.next_before_seq;
-    }
+    let stored = support::read_history(reader, conversation).await?;
     let seqs: Vec<u64> = stored.keys().copied().collect();
     let expected: Vec<u64> = (1..=stored.len() as u64).collect();
     ensure!(seqs == expected, "seqs of {conversation} are not gapless");
@@ -526,15 +517,7 @@ async fn killed_owner_loses_nothing() -> Result<()> {
     const KILL_CYCLES: usize = 10;
 
     let dir = tempfile::tempdir()?;
-    let mut cluster = Cluster::start(dir.path())?;
-    let admin = cluster.connect("ann", "ann-admin", 0).await?;
-    let mut readers = Vec::new();
-    for (user, edge) in [("cat", 0), ("dan", 1)] {
-        let client = cluster
-            .connect(user, &format!("{user}-phone"), edge)
-            .await?;
-        readers.push(Reader::start(&format!("{user}-phone"), client)?);
-    }
+    let (mut cluster, admin, mut readers) = start_with_readers(dir.path()).await?;
 
     // Groups get random ids, so groups are created until both owners hold enough.
     let mut by_owner: Vec<Vec<u64>> = vec![Vec::new(), Vec::new()];
@@ -746,15 +729,7 @@ async fn quiet_conversation_completes_after_owner_kill() -> Result<()> {
     const HELD_SENDS: usize = 5;
 
     let dir = tempfile::tempdir()?;
-    let mut cluster = Cluster::start(dir.path())?;
-    let admin = cluster.connect("ann", "ann-admin", 0).await?;
-    let mut readers = Vec::new();
-    for (user, edge) in [("cat", 0), ("dan", 1)] {
-        let client = cluster
-            .connect(user, &format!("{user}-phone"), edge)
-            .await?;
-        readers.push(Reader::start(&format!("{user}-phone"), client)?);
-    }
+    let (mut cluster, admin, mut readers) = start_with_readers(dir.path()).await?;
     let victim = 0;
     let mut group = None;
     for _ in 0..40 {

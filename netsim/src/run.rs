@@ -279,21 +279,21 @@ fn write_inputs(config: &RunConfig) -> anyhow::Result<()> {
 }
 
 /// Files a run writes into its report folder, by exact name or by `prefix*suffix`.
-const REPORT_FILES: [(&str, &str); 8] = [
+const REPORT_FILES: [(&str, &str); 9] = [
     ("scenario.toml", ""),
     ("run.json", ""),
     ("summary.json", ""),
     ("latency-", ".csv"),
+    ("latency-", ".svg"),
+    ("latency-", ".png"),
     ("link-", ".pcap"),
     ("keylog-", ".txt"),
     ("node-", ".log"),
-    ("latency-", ".svg"),
 ];
 
-/// Reports whether `name` is a file that a run writes (the plots are also PNG).
+/// Reports whether `name` is a file that a run writes.
 fn is_report_file(name: &str) -> bool {
-    let plot = name.starts_with("latency-") && name.ends_with(".png");
-    plot || REPORT_FILES.iter().any(|(prefix, suffix)| {
+    REPORT_FILES.iter().any(|(prefix, suffix)| {
         if suffix.is_empty() {
             name == *prefix
         } else {
@@ -584,5 +584,36 @@ impl Drop for Node {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_folder_empties_an_earlier_report() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "summary.json",
+            "latency-ws.csv",
+            "latency-cdf.png",
+            "link-quic.pcap",
+        ] {
+            std::fs::write(dir.path().join(name), "old").unwrap();
+        }
+        prepare_report_folder(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn report_folder_rejects_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("summary.json"), "old").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let error = prepare_report_folder(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("notes.txt"), "{error}");
+        // Nothing is removed when the folder is rejected.
+        assert!(dir.path().join("summary.json").exists());
     }
 }

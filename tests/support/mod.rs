@@ -5,6 +5,7 @@
     reason = "each test binary uses a different subset of these helpers"
 )]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use tidings_clients::{Client, Message};
 
 /// How long a test waits for a process to print that it is ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -192,9 +194,19 @@ impl ServeNode {
 
 /// Runs `tidings token --user USER --data-dir DIR` and returns the token.
 pub fn token(data_dir: &Path, user: &str) -> Result<String> {
+    run_token(user, "--data-dir", data_dir)
+}
+
+/// Runs `tidings token --user USER --cluster FILE` and returns the token.
+pub fn cluster_token(cluster_file: &Path, user: &str) -> Result<String> {
+    run_token(user, "--cluster", cluster_file)
+}
+
+/// Runs `tidings token --user USER KEY_FLAG PATH` and returns the token.
+fn run_token(user: &str, key_flag: &str, path: &Path) -> Result<String> {
     let output = Command::new(tidings_bin())
-        .args(["token", "--user", user, "--data-dir"])
-        .arg(data_dir)
+        .args(["token", "--user", user, key_flag])
+        .arg(path)
         .output()
         .context("failed to run tidings token")?;
     if !output.status.success() {
@@ -313,4 +325,26 @@ snowflake_node = 1
 
 fn path_str(path: &Path) -> Result<&str> {
     path.to_str().context("path is not UTF-8")
+}
+
+/// Reads the whole history of `conversation`, page by page, keyed by seq. Fails when a
+/// seq comes back twice.
+pub async fn read_history(reader: &Client, conversation: u64) -> Result<BTreeMap<u64, Message>> {
+    let mut stored = BTreeMap::new();
+    let mut before = 0;
+    // Bounded, so a server that never reports the last page cannot hang the test.
+    for _ in 0..10_000 {
+        let page = reader.history(conversation, before, 200).await?;
+        for message in page.messages {
+            ensure!(
+                stored.insert(message.seq, message).is_none(),
+                "history of {conversation} returned a seq twice"
+            );
+        }
+        if page.next_before_seq == 0 {
+            return Ok(stored);
+        }
+        before = page.next_before_seq;
+    }
+    bail!("history of {conversation} did not end within 10,000 pages")
 }

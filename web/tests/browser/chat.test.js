@@ -9,13 +9,13 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 
 import {
-  Browser,
   compose,
   openConversation,
   REPO_ROOT,
-  Server,
   shownMessages,
   signInUrl,
+  startFixture,
+  stopFixture,
   WAIT_MS,
   waitForBodies,
   waitForConnection,
@@ -28,17 +28,10 @@ let server;
 let browser;
 
 before(async () => {
-  server = await Server.start();
-  browser = await Browser.launch();
+  ({ server, browser } = await startFixture());
 });
 
-after(async () => {
-  if (process.env.TIDINGS_WEB_VERBOSE) {
-    console.log(browser?.consoleLog());
-  }
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopFixture(server, browser));
 
 /** Returns the seqs of sent messages as numbers, in page order. */
 function seqsOf(messages) {

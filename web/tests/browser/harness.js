@@ -290,6 +290,22 @@ export class Browser {
   }
 }
 
+/** Starts the server and the browser that a test file shares. */
+export async function startFixture() {
+  const server = await Server.start();
+  const browser = await Browser.launch();
+  return { server, browser };
+}
+
+/** Stops what `startFixture` started; either may be missing when starting failed. */
+export async function stopFixture(server, browser) {
+  if (process.env.TIDINGS_WEB_VERBOSE) {
+    console.log(browser?.consoleLog());
+  }
+  await browser?.close();
+  await server?.stop();
+}
+
 /** Returns the sign-in URL of `token`, with optional endpoint overrides. */
 export function signInUrl(server, token, { wt = null, ws = null } = {}) {
   const params = new URLSearchParams({ token });

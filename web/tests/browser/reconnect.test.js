@@ -6,13 +6,13 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  Browser,
   compose,
   openConversation,
   runTidings,
-  Server,
   shownMessages,
   signInUrl,
+  startFixture,
+  stopFixture,
   waitForBodies,
   waitForConnection,
   withDiagnostics,
@@ -27,8 +27,7 @@ let browser;
 let proxy;
 
 before(async () => {
-  server = await Server.start();
-  browser = await Browser.launch();
+  ({ server, browser } = await startFixture());
   proxy = await CutProxy.start({
     udpTarget: { host: "127.0.0.1", port: server.quicPort },
     tcpTarget: { host: "127.0.0.1", port: server.httpPort },
@@ -36,12 +35,8 @@ before(async () => {
 });
 
 after(async () => {
-  if (process.env.TIDINGS_WEB_VERBOSE) {
-    console.log(browser?.consoleLog());
-  }
   proxy?.close();
-  await browser?.close();
-  await server?.stop();
+  await stopFixture(server, browser);
 });
 
 async function waitForState(page, states) {

@@ -5,12 +5,13 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  Browser,
   compose,
   openConversation,
   Server,
   shownMessages,
   signInUrl,
+  startFixture,
+  stopFixture,
   waitForBodies,
   waitForConnection,
   withDiagnostics,
@@ -23,17 +24,10 @@ let server;
 let browser;
 
 before(async () => {
-  server = await Server.start();
-  browser = await Browser.launch();
+  ({ server, browser } = await startFixture());
 });
 
-after(async () => {
-  if (process.env.TIDINGS_WEB_VERBOSE) {
-    console.log(browser?.consoleLog());
-  }
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopFixture(server, browser));
 
 test("drained server closes pages that resume after restart", { timeout: 120_000 }, async () => {
   await withDiagnostics(browser, server, async () => {
