@@ -178,7 +178,7 @@ fn reconnect_targets(
 }
 
 /// Returns an error when the server closed the session for a reason a reconnect with
-/// the same token cannot fix, or one that tells the client not to come back.
+/// the same token cannot fix, or one that asks the client not to come back.
 fn permanent_close(lost: &Session) -> Option<ConnectError> {
     let code = lost.close_code()?;
     // The server's own reason (say, why an operator kicked the user) beats the generic one.

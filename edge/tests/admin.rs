@@ -61,7 +61,7 @@ fn admin_token(edge: &TestEdge) -> String {
 }
 
 #[tokio::test]
-async fn kick_refuses_callers_without_an_admin_token() -> Result<()> {
+async fn kick_rejects_non_admin_callers() -> Result<()> {
     let edge = start_edge(|_| {}).await?;
     let _alice = login(&edge, "alice", "phone").await?;
     let body = r#"{"user": "alice"}"#;
@@ -108,7 +108,7 @@ async fn kick_refuses_callers_without_an_admin_token() -> Result<()> {
 }
 
 #[tokio::test]
-async fn kick_ends_every_session_of_the_user_and_no_other() -> Result<()> {
+async fn kick_ends_only_that_users_sessions() -> Result<()> {
     let edge = start_edge(|_| {}).await?;
     let mut phone = login(&edge, "alice", "phone").await?;
     let (mut browser, _) = ws_login(&edge, "alice", "browser").await?;

@@ -37,7 +37,7 @@ const MAX_UDP_FLOWS: usize = 4096;
 /// Largest UDP datagram relayed.
 const DATAGRAM_BUFFER: usize = 65_535;
 
-/// What one relay port forwards.
+/// The traffic of one relay port: its protocol, port and target.
 #[derive(Debug, Clone, Copy)]
 pub enum RelayRoute {
     /// TCP connections to `listen_port` go to `target`.

@@ -20,7 +20,7 @@ impl EdgePositions {
     }
 
     /// Records a delivery the edge queued. A position of another epoch replaces the old
-    /// one, because the owner's file then holds a new log.
+    /// one, because the owner's file then contains a new log.
     pub(crate) fn record(&self, position: LogPosition) {
         let mut by_file = self.lock();
         let entry = by_file.entry(position.file).or_insert(position);
@@ -46,7 +46,7 @@ impl EdgePositions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u16, LogPosition>> {
-        // The map holds plain values, which stay valid after a panic.
+        // The map contains plain values, which stay valid after a panic.
         self.by_file.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -136,8 +136,8 @@ type DeliverySlot = Arc<Mutex<mpsc::Sender<Arc<Delivery>>>>;
 /// with exponential backoff and full jitter. Every (re)connect registers this edge for
 /// fan-out, so the receiver from [`RemoteOwner::attach_edge`] keeps receiving across
 /// reconnects. Each attach carries the delivery log positions this edge received, and the
-/// owner replays the messages after them, so fan-out cut short by an owner crash or a
-/// closed queue is completed; duplicates are possible and devices drop them by seq.
+/// owner replays the messages after them. So fan-out cut short by an owner crash or a
+/// closed queue is completed. Duplicates are possible, and devices drop them by seq.
 #[derive(Clone)]
 pub struct RemoteOwner {
     shared: Arc<Shared>,
@@ -221,7 +221,7 @@ impl RemoteOwner {
     }
 
     /// Returns the last delivery log position this edge received from each of the owner's
-    /// storage files; they are sent with every attach so the owner replays what it missed.
+    /// storage files. Every attach sends them, so the owner replays what the edge missed.
     pub fn delivery_positions(&self) -> Vec<LogPosition> {
         self.shared.positions.snapshot()
     }

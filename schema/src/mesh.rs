@@ -175,8 +175,8 @@ pub struct Delivery {
     /// Whether `presence` replaces all presence the edge keeps for users whose home shard
     /// is on this owner. Set on the first delivery after the edge attaches.
     pub presence_snapshot: bool,
-    /// Where a message sits in the owner's delivery log; `None` for receipt and presence
-    /// deliveries, and for messages from an owner without a delivery log.
+    /// The message's position in the owner's delivery log. `None` for receipt and
+    /// presence deliveries, and for messages from an owner without a delivery log.
     pub position: Option<LogPosition>,
 }
 

@@ -32,8 +32,8 @@ const EPOCH_KEY: &str = "epoch";
 /// Number of newest entries each storage file keeps.
 ///
 /// NOTE: an edge that falls further behind than this (a long outage under heavy traffic)
-/// is told its position is lost, and its devices catch up from history when they
-/// reconnect. Each entry takes a few dozen bytes, so the log stays a few MB per file.
+/// gets a reply that its position is lost, and its devices catch up from history when
+/// they reconnect. Each entry takes a few dozen bytes, so the log stays a few MB per file.
 pub const LOG_RETENTION: u64 = 65_536;
 
 /// Most entries one commit trims beyond the ones it appends, so a log that was opened
@@ -97,10 +97,10 @@ impl LogCursor {
         })
     }
 
-    /// Returns the offsets the log holds now.
+    /// Returns the log's current range of offsets.
     pub(crate) fn range(&self) -> LogRange {
         // NOTE: `next` is read first. The writer stores `first` before `next`, so this
-        // never sees a `first` ahead of `next`.
+        // never reads a `first` ahead of `next`.
         let next = self.next.load(Ordering::SeqCst);
         let first = self.first.load(Ordering::SeqCst).min(next);
         LogRange {
@@ -128,9 +128,9 @@ pub(crate) struct LogAppend {
 }
 
 /// Appends an entry for every message delivery in `deliveries`, in order, and sets their
-/// positions; then trims the entries older than the newest `retention` ones (the owner
-/// passes [`LOG_RETENTION`]). `conversations` holds the batch's conversation rows as they
-/// will be committed.
+/// positions. Then trims the entries older than the newest `retention` ones (the owner
+/// passes [`LOG_RETENTION`]). `conversations` contains the batch's conversation rows as
+/// they will be committed.
 pub(crate) fn append(
     table: &mut Table<'_, u64, &'static [u8]>,
     cursor: &LogCursor,
@@ -210,7 +210,7 @@ pub(crate) struct LogPage {
 
 /// Reads up to `limit` entries after offset `after`, up to and including `until`, and
 /// rebuilds their deliveries. Recipients are the members who had joined by the message,
-/// as the conversation row stands now, plus the departed users the entry names.
+/// as the conversation row is now, plus the departed users the entry names.
 pub(crate) fn read_page(
     db: &Database,
     placement: Placement,

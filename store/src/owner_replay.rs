@@ -1,10 +1,10 @@
 //! Attaching an edge from its delivery log positions: the owner replays what the edge
 //! missed from each storage file's delivery log, then hands over to live fan-out.
 //!
-//! Ordering: the live queue is registered first and each log's end is read after that,
-//! so every entry up to that end is in the replay and every later one is in the live
-//! queue (an entry published in between is in both, and devices drop the duplicate by
-//! seq). The replay task sends the whole replay before the first live delivery, so each
+//! Ordering: the live queue is registered first and each log's end is read after that.
+//! So every entry up to that end is in the replay and every later one is in the live
+//! queue. An entry published in between is in both, and devices drop the duplicate by
+//! seq. The replay task sends the whole replay before the first live delivery, so each
 //! conversation reaches the edge in seq order.
 
 use std::sync::Arc;
@@ -47,7 +47,7 @@ struct ReplayRange {
     until: u64,
 }
 
-/// What to replay to an edge, decided from the logs' ranges and the edge's positions.
+/// The replay of one edge, planned from the logs' ranges and the edge's positions.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ReplayPlan {
     start: Vec<LogPosition>,
@@ -61,13 +61,13 @@ impl Owner {
     /// each storage file). Positions of files the edge has none for start at the log's
     /// end. Must be called inside a tokio runtime when `open` was not.
     ///
-    /// The replay reads pages on tokio's blocking pool and waits for the edge, so it holds
+    /// The replay reads pages on tokio's blocking pool and waits for the edge, so it keeps
     /// at most a few pages in memory and never delays a commit. Live deliveries that
-    /// arrive meanwhile wait in the edge's queue; if it overflows, the queue closes after
-    /// the replay and the edge attaches again from its new positions.
+    /// arrive meanwhile wait in the edge's queue. If that queue overflows, it closes after
+    /// the replay, and the edge attaches again from its new positions.
     pub fn attach_edge_at(&self, edge_id: &str, positions: &[LogPosition]) -> EdgeAttachment {
         let live = self.attach_edge(edge_id);
-        // NOTE: the ranges are read after the live queue exists; the module header says why.
+        // NOTE: the ranges are read after the live queue exists; the module header explains why.
         let ranges: Vec<LogRange> = self.logs.iter().map(|log| log.range()).collect();
         let plan = plan_replay(&ranges, positions);
         for &file in &plan.lost {

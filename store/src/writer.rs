@@ -193,9 +193,10 @@ impl Writer {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64);
         let ops: Vec<&WriteOp> = jobs.iter().map(|job| &job.op).collect();
-        // A batch whose jobs have no reply channel holds only inbox advances, which are hints: the
-        // conversation row holds the true last seq. It skips the fsync, and the file's
-        // next durable commit, at most `SYNC_AFTER` later, persists it.
+        // A batch whose jobs have no reply channel contains only inbox advances. They are
+        // hints, because the conversation row keeps the true last seq. Such a batch skips
+        // the fsync, and the file's next durable commit, at most `SYNC_AFTER` later,
+        // persists it.
         let hints_only = jobs.iter().all(|job| job.reply.is_none());
         let sync_due = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_AFTER);
         let durable = !hints_only || sync_due;
@@ -214,7 +215,7 @@ impl Writer {
                     *unsynced_since = Some(Instant::now());
                 }
                 tracing::trace!(requests = jobs.len(), "batch committed");
-                // NOTE: the log range moves before the publish; `LogCursor::advance` says why.
+                // NOTE: the log range moves before the publish; `LogCursor::advance` explains why.
                 self.ctx.log.advance(finished.log);
                 let deliveries = self.held_back(finished.deliveries);
                 self.fanout.publish(deliveries, Instant::now());

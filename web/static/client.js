@@ -509,10 +509,12 @@ export class ChatClient extends EventTarget {
       error: null,
     };
     conversation.outbox.push(entry);
+
     if (this.#ended) {
       this.#fail(entry, "not sent: the session ended; sign in again");
       return entry;
     }
+
     const size = encodeFrame(this.#sendFrame(entry)).length + 4;
     const maxFrameBytes = this.limits?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     if (size > maxFrameBytes) {
@@ -521,6 +523,7 @@ export class ChatClient extends EventTarget {
       this.#fail(entry, `${errorName(ErrorCode.FRAME_TOO_LARGE)}: a body of ${bytes} bytes needs a frame of ${size} bytes; the limit is ${maxFrameBytes}`);
       return entry;
     }
+
     this.#outbox.set(entry.clientMsgId, entry);
     this.#transmit(entry);
     this.#changed("messages", key);

@@ -320,7 +320,7 @@ test("rejected token shows only the sign-in form", { timeout: 60_000 }, async ()
 
 test("silent WebTransport falls back to WebSocket", { timeout: 60_000 }, async () => {
   await withDiagnostics(browser, server, async () => {
-    // A UDP socket that reads and never replies: the QUIC handshake gets no answer at all.
+    // A UDP socket that reads and never replies: the QUIC handshake gets no reply at all.
     const blackhole = dgram.createSocket("udp4");
     await new Promise((resolve) => blackhole.bind(0, "127.0.0.1", resolve));
     try {

@@ -1,6 +1,6 @@
 // A UDP and TCP forwarder between browser pages and the edge that a test can cut without
 // closing anything: packets and bytes are dropped silently, as on a dead network path,
-// so the page sees no close and must notice the silence itself.
+// so the page gets no close and must notice the silence itself.
 
 import dgram from "node:dgram";
 import net from "node:net";
